@@ -1,0 +1,1 @@
+//! Decoders that turn wire bytes into the text the rules match against.

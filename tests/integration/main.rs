@@ -1,0 +1,3 @@
+//! The integration test binary: one binary, one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
