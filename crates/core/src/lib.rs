@@ -10,10 +10,12 @@
 #![deny(missing_docs)]
 
 pub mod decode;
+pub mod dedup;
 pub mod error;
 pub mod finding;
 pub mod timestamp;
 
+pub use dedup::{Dedup, DedupConfig};
 pub use error::Error;
 pub use finding::{Direction, Finding, Protocol, RuleId, Severity, ThreatType};
 pub use timestamp::Timestamp;
