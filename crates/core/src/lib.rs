@@ -13,9 +13,11 @@ pub mod decode;
 pub mod dedup;
 pub mod error;
 pub mod finding;
+pub mod jsonl;
 pub mod timestamp;
 
 pub use dedup::{Dedup, DedupConfig};
 pub use error::Error;
 pub use finding::{Direction, Finding, Protocol, RuleId, Severity, ThreatType};
+pub use jsonl::{FindingQuery, FindingReader, FindingSink, QueryReport, ReadReport, Rotation};
 pub use timestamp::Timestamp;
