@@ -1,16 +1,4 @@
 //! The reader side: yields the findings stored in a log folder, oldest file first.
-//!
-//! The reader never trusts the files. A line that is not a valid
-//! `clawsec-traffic-finding/v1` object (a torn last line, invalid JSON, a
-//! different `schema_version`, binary garbage, or a line longer than the
-//! line cap) is skipped and counted, never a panic and never an error.
-//! Memory stays bounded: a line is read into a buffer of at most the line
-//! cap, and the rest of an overlong line is discarded as it streams past.
-//! Blank lines are ignored without being counted.
-//!
-//! A missing folder or file is no findings, not an error. Reading while the
-//! sink rotates may see a file twice or miss one; the files are listed when
-//! the reader opens.
 
 use std::cmp::Reverse;
 use std::fs::{self, File};
@@ -52,6 +40,18 @@ pub fn read_all(dir: &Path) -> Result<ReadReport, Error> {
 }
 
 /// Yields the findings of a log folder one at a time, oldest file first.
+///
+/// The reader never trusts the files. A line that is not a valid
+/// `clawsec-traffic-finding/v1` object (a torn last line, invalid JSON, a
+/// different `schema_version`, binary garbage, or a line longer than the
+/// line cap) is skipped and counted, never a panic and never an error.
+/// Memory stays bounded: a line is read into a buffer of at most the line
+/// cap, and the rest of an overlong line is discarded as it streams past.
+/// Blank lines are ignored without being counted.
+///
+/// A missing folder or file is no findings, not an error. Reading while the
+/// sink rotates may see a file twice or miss one; the files are listed when
+/// the reader opens.
 ///
 /// Items are `Err` only for I/O errors; the reader then moves on to the next
 /// file. Unreadable lines are counted in [`FindingReader::skipped`].

@@ -1,23 +1,4 @@
 //! The writer side: appends findings to `findings.jsonl` and rotates it by size.
-//!
-//! Durability and failure rules:
-//!
-//! - Each line goes out in one buffer with one `write` call on an
-//!   `O_APPEND` file. There is no userspace buffer, so a `kill -9` loses at
-//!   most the line being written, and that line is torn, not interleaved.
-//!   [`FindingSink::sync`] forces the data to disk for a clean shutdown.
-//! - If a previous run died mid-line (the file does not end in `\n`), the
-//!   next append starts with a `\n`, so the new line is never glued to the
-//!   torn one; the reader skips the torn line.
-//! - Errors are returned, never swallowed. After a failed write the file is
-//!   closed; every append checks that the path still names the open file and
-//!   reopens it (recreating the folder if needed) otherwise. So once a full
-//!   disk or an unwritable folder is fixed, the next append succeeds.
-//! - On `Err`, the line was not stored (at most a torn fragment, which the
-//!   next append fences off). Whether to retry is the caller's choice.
-//! - Only regular files are written to. A FIFO, device or folder at the
-//!   path is refused, so the sink never blocks on open or changes the mode
-//!   of something that is not its own file.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -62,7 +43,26 @@ impl Default for Rotation {
 }
 
 /// Appends findings to `<dir>/findings.jsonl`, one line each, rotating by
-/// size. See the [module documentation](self) for the failure rules.
+/// size.
+///
+/// Durability and failure rules:
+///
+/// - Each line goes out in one buffer with one `write` call on an
+///   `O_APPEND` file. There is no userspace buffer, so a `kill -9` loses at
+///   most the line being written, and that line is torn, not interleaved.
+///   [`FindingSink::sync`] forces the data to disk for a clean shutdown.
+/// - If a previous run died mid-line (the file does not end in `\n`), the
+///   next append starts with a `\n`, so the new line is never glued to the
+///   torn one; the reader skips the torn line.
+/// - Errors are returned, never swallowed. After a failed write the file is
+///   closed; every append checks that the path still names the open file and
+///   reopens it (recreating the folder if needed) otherwise. So once a full
+///   disk or an unwritable folder is fixed, the next append succeeds.
+/// - On `Err`, the line was not stored (at most a torn fragment, which the
+///   next append fences off). Whether to retry is the caller's choice.
+/// - Only regular files are written to. A FIFO, device or folder at the
+///   path is refused, so the sink never blocks on open or changes the mode
+///   of something that is not its own file.
 #[derive(Debug)]
 pub struct FindingSink {
     dir: PathBuf,
