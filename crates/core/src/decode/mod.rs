@@ -1,1 +1,4 @@
 //! Decoders that turn wire bytes into the text the rules match against.
+
+pub mod content;
+pub use content::{ContentCoding, ContentDecoder, DecodeLimits, parse_content_encoding};
