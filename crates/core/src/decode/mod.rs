@@ -1,4 +1,7 @@
 //! Decoders that turn wire bytes into the text the rules match against.
 
 pub mod content;
+pub mod text;
+
 pub use content::{ContentCoding, ContentDecoder, DecodeLimits, parse_content_encoding};
+pub use text::normalize;
