@@ -1,5 +1,6 @@
 //! Decoders that turn wire bytes into the text the rules match against.
 
+pub mod base64;
 pub mod content;
 pub mod text;
 
