@@ -91,6 +91,11 @@ const MEDIA_TYPES: [&[u8]; 6] = [
     b"application/x-font",
 ];
 
+/// The 6-bit value of a character of either base64 alphabet.
+pub(crate) fn sextet(byte: u8) -> Option<u8> {
+    Some(SEXTET[usize::from(byte)]).filter(|&v| v != INVALID)
+}
+
 fn is_alphabet(byte: u8) -> bool {
     CLASS[usize::from(byte)] & ALPHABET != 0
 }
