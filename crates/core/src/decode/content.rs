@@ -149,13 +149,13 @@ fn bounded(value: &str) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     /// Most decoded bytes emitted for one body. Decoding stops silently
-    /// there. Default: 1 MiB, which matches the default scan bound.
+    /// there. Default: 1 MiB.
     pub max_output: u64,
     /// Most decoded bytes per wire byte (plus 64 KiB of slack) before the
-    /// body counts as a decompression bomb. Default: 100, well above what
-    /// real text compresses to (gzip and brotli reach 10–30 on JSON and HTML)
-    /// and far below what a bomb reaches (gzip ≈ 1000, brotli and zstd far
-    /// more).
+    /// body counts as a decompression bomb. Default: 100, comfortably above
+    /// what text, JSON and HTML compress to, and an order of magnitude below
+    /// deflate's ceiling of about 1032:1 (brotli and zstd bombs go far
+    /// higher).
     pub max_ratio: u64,
 }
 
@@ -845,9 +845,9 @@ impl Deflate {
 
 /// The RFC 1950 header check: method 8, window at most 32 KiB, the 16-bit
 /// big-endian value a multiple of 31, and no preset dictionary. A raw
-/// deflate stream passes this by chance about once in 500 streams that
-/// start with a stored or fixed block; servers sending raw deflate almost
-/// always start with a dynamic block (`0x?d`/`0x?c`/...), which fails it.
+/// deflate stream can pass it only when it opens with a non-final stored
+/// block whose ignored header bits happen to fit, which compressors emit
+/// only for incompressible data; that rare case then fails as corrupt.
 fn is_zlib_header(b0: u8, b1: u8) -> bool {
     b0 & 0x0f == 8
         && b0 >> 4 <= 7
