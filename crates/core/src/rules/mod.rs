@@ -21,6 +21,8 @@
 //! `secret2` is masked too (an AWS secret key next to its key id). A rule of
 //! kind [`Kind::Secret`] without a `secret` group masks its whole match.
 
+#[cfg(test)]
+mod benign;
 pub mod check;
 pub mod exfil;
 pub mod injection;
@@ -134,7 +136,11 @@ pub(crate) mod testing {
     /// Scans `body` in `direction` and returns (rule id, severity) pairs.
     pub(crate) fn scan(direction: Direction, body: &str) -> ScanOutcome {
         let engine = Engine::builtin();
-        let mut scanner = engine.message(MessageMeta::new(direction, "127.0.0.1:1", "example.com:443"));
+        let mut scanner = engine.message(MessageMeta::new(
+            direction,
+            "127.0.0.1:1",
+            "example.com:443",
+        ));
         scanner.begin_body(None, None);
         scanner.feed(body.as_bytes());
         scanner.finish()
