@@ -91,6 +91,7 @@ pub fn init(paths: &StatePaths, force: bool) -> Result<CaInfo, Error> {
             paths.ca_dir.display()
         )));
     }
+    crate::paths::ensure_home(paths)?;
     ensure_dir(&paths.ca_dir, PRIVATE_DIR_MODE)?;
     let fail = |what: &str, err: rcgen::Error| Error::Ca(format!("{what}: {err}"));
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| fail("key", e))?;
