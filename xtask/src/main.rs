@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci      run what CI runs: fmt check, clippy, the whole test suite
+  ci           run what CI runs: fmt check, clippy, the whole test suite
+  bench scan   scan throughput against a bare keyword prefilter, as a ratio
 ";
 
 fn main() -> ExitCode {
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -43,6 +45,14 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("scan") => cargo(&["bench", "-p", "traffic-guardian-core", "--bench", "scan"]),
+        Some(other) => bail!("unknown bench {other:?}\n\n{USAGE}"),
+        None => bail!("which bench?\n\n{USAGE}"),
+    }
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

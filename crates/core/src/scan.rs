@@ -301,7 +301,8 @@ impl MessageScanner {
             body.unscanned += chunk.len() as u64;
             return;
         }
-        let label = pipeline.label.clone();
+        // Taken out for the call so the decoders can borrow the pipeline.
+        let label = std::mem::take(&mut pipeline.label);
         let result = match (&mut pipeline.content, &mut pipeline.multipart) {
             (Some(content), Some(multipart)) => content.push(chunk, &mut |decoded| {
                 multipart.push(decoded, &mut |part| {
@@ -323,6 +324,7 @@ impl MessageScanner {
                 Ok(())
             }
         };
+        pipeline.label = label;
         if let Err(err) = result {
             collector.notes.push(format!("body scan stopped: {err}"));
             pipeline.broken = true;

@@ -168,3 +168,55 @@ pub(crate) mod testing {
         }
     }
 }
+
+/// Renders the rule table that SPEC.md carries between its `rules:begin`
+/// and `rules:end` markers.
+pub fn spec_table() -> String {
+    let mut out = String::from(
+        "| id | variant | type | severity | expected hosts | catches |\n|---|---|---|---|---|---|\n",
+    );
+    for rule in builtin() {
+        let hosts = if rule.expected_hosts.is_empty() {
+            "-".to_owned()
+        } else {
+            rule.expected_hosts.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            rule.id,
+            rule.variant,
+            rule.threat_type.as_str(),
+            rule.severity.as_str(),
+            hosts,
+            rule.description.replace('|', "\\|"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod spec_tests {
+    /// SPEC.md lists every rule exactly as the table says. Regenerate with
+    /// `UPDATE_SPEC=1 cargo test -p traffic-guardian-core spec_lists_every_rule`.
+    #[test]
+    fn spec_lists_every_rule() {
+        const BEGIN: &str = "<!-- rules:begin -->\n";
+        const END: &str = "<!-- rules:end -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../SPEC.md");
+        let spec = std::fs::read_to_string(&path).expect("SPEC.md is readable");
+        let start = spec.find(BEGIN).expect("SPEC.md has a rules:begin marker") + BEGIN.len();
+        let end = spec.find(END).expect("SPEC.md has a rules:end marker");
+        let table = super::spec_table();
+        if spec[start..end] != table {
+            if std::env::var_os("UPDATE_SPEC").is_some() {
+                let updated = format!("{}{}{}", &spec[..start], table, &spec[end..]);
+                std::fs::write(&path, updated).expect("SPEC.md is writable");
+            } else {
+                panic!(
+                    "SPEC.md's rule table is out of date; run \
+                     UPDATE_SPEC=1 cargo test -p traffic-guardian-core spec_lists_every_rule"
+                );
+            }
+        }
+    }
+}

@@ -333,3 +333,61 @@ fn every_match_that_decides_a_finding_fits_in_the_overlap() {
         );
     }
 }
+
+#[test]
+fn brotli_and_multipart_bodies_are_decoded_for_scanning() {
+    let key = anthropic_key();
+    let mut br = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(format!("x={key}").as_bytes()).unwrap();
+    }
+    assert_eq!(patterns(&scan_chunks(&[&br], Some("br"))), ["ai_api_key"]);
+
+    let b64 = ::base64::Engine::encode(
+        &::base64::engine::general_purpose::STANDARD,
+        format!("leak {key}"),
+    );
+    let wrapped: Vec<&str> = b64
+        .as_bytes()
+        .chunks(19)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--XyZ--\r\n",
+        wrapped.join("\r\n")
+    );
+    let mut s = scanner(Direction::Outbound);
+    s.begin_body(None, Some("multipart/form-data; boundary=XyZ"));
+    for chunk in body.as_bytes().chunks(5) {
+        s.feed(chunk);
+    }
+    let outcome = s.finish();
+    assert_eq!(patterns(&outcome), ["ai_api_key"]);
+    assert_eq!(outcome.findings[0].encoding.as_deref(), Some("multipart"));
+}
+
+#[test]
+fn a_decompression_bomb_stops_decoding_with_a_note() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let mut s = scanner(Direction::Inbound);
+    s.begin_body(Some("gzip"), None);
+    for chunk in bomb.chunks(4096) {
+        s.feed(chunk);
+    }
+    let outcome = s.finish();
+    assert!(outcome.scanned_bytes <= crate::DEFAULT_MAX_SCAN_BYTES as u64);
+    assert!(
+        outcome
+            .notes
+            .iter()
+            .any(|n| n.contains("decompression bomb")),
+        "{:?}",
+        outcome.notes
+    );
+}
