@@ -2,4 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod ca_cli;
+mod config_cli;
+mod findings_cli;
 mod scan_cli;
+mod setup_cli;

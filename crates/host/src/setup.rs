@@ -156,6 +156,16 @@ pub fn render(
         "# The guardian watches and logs; it never blocks and never changes a trust store."
     );
     let _ = writeln!(w, "# Containers reach it at {proxy}");
+    if let Some(user) = runtime
+        .proxy_users
+        .first()
+        .filter(|_| runtime.listen.is_none())
+    {
+        let _ = writeln!(
+            w,
+            "# The proxy user \"{user}\" names the runtime; no password is checked."
+        );
+    }
     let _ = writeln!(w);
     let _ = writeln!(
         w,
@@ -230,31 +240,42 @@ pub fn render(
     let _ = writeln!(w);
 
     let _ = writeln!(w, "## 4. Reaching the host");
-    let bind_ip = bind.ip();
-    match kind {
-        ContainerKind::Docker => {
+    let field = match config.runtimes.iter().position(|r| r.name == runtime.name) {
+        Some(i) if runtime.listen.is_some() => format!("runtimes[{i}].listen"),
+        _ => "proxy_url".to_owned(),
+    };
+    match (kind, bind.ip().is_loopback()) {
+        (ContainerKind::Docker, true) => {
             let _ = writeln!(
                 w,
-                "# Docker Desktop forwards host.docker.internal to the host's loopback, so the default"
+                "# Docker Desktop forwards host.docker.internal to the host's loopback, so the"
+            );
+            let _ = writeln!(w, "# loopback bind {listen_url} works there.");
+            let _ = writeln!(
+                w,
+                "# On Linux, host.docker.internal is the docker0 bridge (usually 172.17.0.1), which"
             );
             let _ = writeln!(
                 w,
-                "# bind {listen_url} works. On Linux, host.docker.internal is the docker0 bridge"
+                "# a loopback bind does not reach: set {field} to http://172.17.0.1:{port}"
             );
-            let _ = writeln!(
-                w,
-                "# (usually 172.17.0.1): bind proxy_url to http://172.17.0.1:{port} and add"
-            );
-            let _ = writeln!(w, "# 172.17.0.0/16 to allowed_clients.");
+            let _ = writeln!(w, "# and add 172.17.0.0/16 to allowed_clients.");
         }
-        ContainerKind::AppleContainer => {
+        (ContainerKind::Docker, false) => {
+            let _ = writeln!(
+                w,
+                "# The guardian listens on {listen_url}. Containers' source addresses (usually"
+            );
+            let _ = writeln!(w, "# 172.17.0.0/16) must be in allowed_clients.");
+        }
+        (ContainerKind::AppleContainer, _) => {
             let _ = writeln!(
                 w,
                 "# Apple Container reaches the host at the bridge address, usually 192.168.64.1"
             );
             let _ = writeln!(
                 w,
-                "# (check with `container network list`). That needs proxy_url bound to"
+                "# (check with `container network list`). That needs {field} bound to"
             );
             let _ = writeln!(
                 w,
@@ -262,21 +283,28 @@ pub fn render(
             );
         }
     }
-    if bind_ip.is_unspecified() || kind == ContainerKind::AppleContainer {
+    if bind.ip().is_unspecified() || kind == ContainerKind::AppleContainer {
         let _ = writeln!(
             w,
-            "# Firewall: a 0.0.0.0 bind listens on every interface. Allow the port only from the"
+            "# Firewall: a 0.0.0.0 bind listens on every interface. Allow port {port} only from"
         );
-        let _ = writeln!(w, "# container network, for example with pf on macOS:");
-        let _ = writeln!(w, "#   block in proto tcp from any to any port {port}");
-        let _ = writeln!(
-            w,
-            "#   pass in proto tcp from 192.168.64.0/24 to any port {port}"
-        );
-        let _ = writeln!(
-            w,
-            "# or on Linux: iptables -A INPUT -p tcp --dport {port} ! -s 172.17.0.0/16 -j DROP"
-        );
+        match kind {
+            ContainerKind::AppleContainer => {
+                let _ = writeln!(w, "# the container network, for example with pf:");
+                let _ = writeln!(w, "#   block in proto tcp from any to any port {port}");
+                let _ = writeln!(
+                    w,
+                    "#   pass in proto tcp from 192.168.64.0/24 to any port {port}"
+                );
+            }
+            ContainerKind::Docker => {
+                let _ = writeln!(w, "# the container network, for example:");
+                let _ = writeln!(
+                    w,
+                    "#   iptables -A INPUT -p tcp --dport {port} ! -s 172.17.0.0/16 ! -i lo -j DROP"
+                );
+            }
+        }
     }
     let _ = writeln!(w);
 
