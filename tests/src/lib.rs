@@ -141,3 +141,105 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().mode() & 0o777
 }
+
+/// A tiny HTTP/1.1 upstream on loopback: answers every request `200 ok`
+/// and hands each request (head and body) to the test. It runs on its own
+/// thread until the test process ends; its port is private to the test.
+pub struct Upstream {
+    addr: std::net::SocketAddr,
+    seen: std::sync::mpsc::Receiver<String>,
+}
+
+impl Upstream {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub fn start() -> Upstream {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+                let _ = tx.send(format!("{head}{}", String::from_utf8_lossy(&body)));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next request the upstream received, waiting up to 10 seconds.
+    pub fn next_request(&self) -> String {
+        self.seen
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the upstream got no request")
+    }
+}
+
+/// Sends `POST <url>` with `body` through the HTTP proxy at `proxy`
+/// (`host:port`) and returns the whole response.
+pub fn post_through_proxy(proxy: &str, url: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let host = url.trim_start_matches("http://");
+    let request = format!(
+        "POST {url}/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Blocks until no process holds the lock file at `path` (the guardian's
+/// `run/lock`), up to `timeout`. Returns whether it was released. Waits on
+/// the lock itself: it returns the moment the holder is gone.
+pub fn wait_unlocked(path: &Path, timeout: std::time::Duration) -> bool {
+    let file = std::fs::File::open(path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let locked = file.lock_shared().is_ok();
+        let _ = file.unlock();
+        let _ = tx.send(locked);
+    });
+    rx.recv_timeout(timeout).unwrap_or(false)
+}
+
+/// A canary secret the rules flag as `ai_api_key`.
+pub fn canary_key() -> String {
+    format!(
+        "sk-ant-api03-{}",
+        "Cq9Wv3Nz7Lk2Hx5Rt8Yb4Md6Pf1Gs0Jc3Qe5Tu7Io9AaZzYyXx2468"
+    )
+}

@@ -211,6 +211,12 @@ impl Pipeline {
             shared: shared.clone(),
             config,
         };
+        // Opened before start returns, so a log that cannot be written
+        // shows in the very first status.
+        match FindingSink::open(&writer.config.log_dir, writer.config.rotation) {
+            Ok(sink) => writer.sink = Some(sink),
+            Err(err) => writer.fail(&err),
+        }
         let thread = std::thread::Builder::new()
             .name("findings-writer".into())
             .spawn(move || writer.run(&rx))
@@ -261,10 +267,6 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, rx: &Receiver<Msg>) {
-        match FindingSink::open(&self.config.log_dir, self.config.rotation) {
-            Ok(sink) => self.sink = Some(sink),
-            Err(err) => self.fail(&err),
-        }
         loop {
             match rx.recv_timeout(self.config.tick) {
                 Ok(Msg::Findings(findings)) => {
@@ -541,7 +543,6 @@ mod tests {
         break_log(tmp.path());
         let pipeline = Pipeline::start(config(tmp.path())).unwrap();
         let handle = pipeline.handle().clone();
-        assert!(handle.flush(WAIT));
         assert!(handle.status().log_error.is_some());
         repair_log(tmp.path());
         handle.record(vec![finding("x:1", Severity::Medium)]);

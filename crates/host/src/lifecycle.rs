@@ -233,6 +233,8 @@ pub struct Started {
     pub listeners: Vec<ListenerStatus>,
     /// How long it took to become ready.
     pub ready_after: Duration,
+    /// Stale run files of a crashed service that were cleaned first.
+    pub notes: Vec<String>,
 }
 
 /// Starts `exe run <args…>` in the background, in its own process group,
@@ -247,12 +249,15 @@ pub fn start_background(
     paths: &StatePaths,
     timeout: Duration,
 ) -> Result<Started, Error> {
-    if let Probe::Running { pid } = probe(paths)? {
-        return Err(Error::AlreadyRunning {
-            pid: pid.unwrap_or(0),
-            home: paths.home.clone(),
-        });
-    }
+    let notes = match probe(paths)? {
+        Probe::Running { pid } => {
+            return Err(Error::AlreadyRunning {
+                pid: pid.unwrap_or(0),
+                home: paths.home.clone(),
+            });
+        }
+        Probe::NotRunning { notes } => notes,
+    };
     ensure_home(paths)?;
     let log_path = paths.service_log();
     if log_path.exists() {
@@ -294,6 +299,7 @@ pub fn start_background(
                 pid: child.id(),
                 listeners,
                 ready_after: began.elapsed(),
+                notes,
             })
         }
         Ok(_) => {

@@ -126,6 +126,9 @@ pub(crate) fn start(config: Option<&Path>, args: &StartArgs) -> ExitCode {
     match lifecycle::start_background(&exe, &child_args, &paths, Duration::from_secs(args.timeout))
     {
         Ok(started) => {
+            for note in &started.notes {
+                eprintln!("traffic-guardian start: {note}");
+            }
             let urls: Vec<&str> = started.listeners.iter().map(|l| l.url.as_str()).collect();
             let _ = print(&format!(
                 "traffic-guardian started: pid {}, listening on {} (ready in {} ms)\nservice log: {}\n",
@@ -179,13 +182,16 @@ pub(crate) fn status(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let live = match probe {
-        Probe::Running { .. } => Some(control::request(
-            &paths.control_socket(),
-            &Request::Status,
-            Duration::from_secs(5),
-        )),
-        Probe::NotRunning { .. } => None,
+    let (live, cleaned) = match probe {
+        Probe::Running { .. } => (
+            Some(control::request(
+                &paths.control_socket(),
+                &Request::Status,
+                Duration::from_secs(5),
+            )),
+            Vec::new(),
+        ),
+        Probe::NotRunning { notes } => (None, notes),
     };
     let status = match &live {
         Some(Ok(response)) => response.status.as_deref().cloned(),
@@ -195,6 +201,7 @@ pub(crate) fn status(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         Some(status) => status,
         None => match offline_status(&config, &paths) {
             Ok(mut status) => {
+                status.notes.splice(0..0, cleaned);
                 if let Some(Err(err)) = live {
                     status
                         .degraded
