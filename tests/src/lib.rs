@@ -57,6 +57,7 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
 /// against it with a clean environment: no inherited
 /// `NANOCLAW_TRAFFIC_GUARDIAN_*`, `HOME` and `XDG_DATA_HOME` inside the
 /// temporary folder, so nothing outside it is read or written.
+#[derive(Debug)]
 pub struct GuardianHome {
     dir: tempfile::TempDir,
 }
@@ -145,6 +146,7 @@ pub fn mode(path: &Path) -> u32 {
 /// A tiny HTTP/1.1 upstream on loopback: answers every request `200 ok`
 /// and hands each request (head and body) to the test. It runs on its own
 /// thread until the test process ends; its port is private to the test.
+#[derive(Debug)]
 pub struct Upstream {
     addr: std::net::SocketAddr,
     seen: std::sync::mpsc::Receiver<String>,

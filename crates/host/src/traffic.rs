@@ -14,6 +14,7 @@ use crate::status::TrafficStatus;
 
 /// Everything the proxy needs, resolved and checked by the host.
 #[derive(Debug)]
+#[allow(dead_code)] // Read once the proxy crate is wired in.
 pub(crate) struct TrafficPlan {
     /// Addresses to bind, each with the runtime it belongs to, if any.
     pub(crate) listeners: Vec<(SocketAddr, Option<String>)>,
