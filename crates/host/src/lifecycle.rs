@@ -48,9 +48,11 @@ impl RunLock {
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_RETRY => {
-                    // A status probe holds it for microseconds; a running
-                    // service holds it for good.
+                Err(TryLockError::WouldBlock)
+                    if started.elapsed() < LOCK_RETRY && only_probes_hold(&file) =>
+                {
+                    // A status probe holds a shared lock for microseconds;
+                    // a running service holds the exclusive one for good.
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(TryLockError::WouldBlock) => {
@@ -99,6 +101,18 @@ impl Drop for RunLock {
             let _ = fs::remove_file(path);
         }
         let _ = self.file.unlock();
+    }
+}
+
+/// Whether the lock is held only shared (by status probes), not
+/// exclusively (by a service): a shared lock can then still be taken.
+fn only_probes_hold(file: &File) -> bool {
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            true
+        }
+        Err(_) => false,
     }
 }
 
