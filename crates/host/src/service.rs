@@ -196,6 +196,15 @@ impl Guardian {
         self.shared.status()
     }
 
+    /// A cheap, cloneable handle for tasks that answer queries while the
+    /// guardian runs (the IPC watcher): status and findings, nothing that
+    /// can stop or change it.
+    pub fn handle(&self) -> GuardianHandle {
+        GuardianHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The bound listeners.
     pub fn listeners(&self) -> &[ListenerStatus] {
         &self.shared.listeners
@@ -261,6 +270,32 @@ impl Guardian {
         drop(lock);
         tracing::info!("stopped");
         status
+    }
+}
+
+/// Read-only access to a running guardian, for the IPC watcher and other
+/// query servers. Stays valid after shutdown: status then reports the
+/// final counters and no traffic.
+#[derive(Debug, Clone)]
+pub struct GuardianHandle {
+    shared: Arc<Shared>,
+}
+
+impl GuardianHandle {
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// Runs `query` over the findings log (current and rotated files).
+    /// Callers scope it (`runtimes`) to what their client may see.
+    pub fn findings(&self, query: &FindingQuery) -> Result<QueryReport, Error> {
+        Ok(query.run(&self.shared.paths.log_dir)?)
+    }
+
+    /// The config the guardian runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
 }
 
