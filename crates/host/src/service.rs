@@ -30,9 +30,7 @@ use crate::error::Error;
 use crate::findings_pipeline::{Pipeline, PipelineConfig, PipelineHandle};
 use crate::lifecycle::{self, Probe, RunLock};
 use crate::paths::{self, StatePaths};
-use crate::status::{
-    CaStatus, FindingCounts, IpcStatus, ListenerStatus, RuntimeStatus, Status, TrafficStatus,
-};
+use crate::status::{CaStatus, FindingCounts, IpcStatus, ListenerStatus, RuntimeStatus, Status};
 use crate::traffic::{Traffic, TrafficPlan};
 
 /// How [`Guardian::start`] runs.
@@ -74,6 +72,7 @@ struct Shared {
     notes: Vec<String>,
     pipeline: PipelineHandle,
     traffic: Mutex<Option<Traffic>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Guardian {
@@ -157,6 +156,7 @@ impl Guardian {
             notes: lock.notes.clone(),
             pipeline: pipeline.handle().clone(),
             traffic: Mutex::new(Some(traffic)),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             started_at: Timestamp::now(),
             started: Instant::now(),
             listeners,
@@ -258,6 +258,9 @@ impl Guardian {
         if let Some(traffic) = take(&shared.traffic) {
             traffic.shutdown(graceful).await;
         }
+        shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut status = shared.status();
         let pipeline = tokio::task::spawn_blocking(move || pipeline.shutdown())
             .await
@@ -266,7 +269,6 @@ impl Guardian {
             status.findings_dropped = pipeline.dropped;
             status.findings_backlog = pipeline.backlog;
         }
-        status.running = false;
         drop(lock);
         tracing::info!("stopped");
         status
@@ -317,9 +319,10 @@ impl Shared {
                 ));
             }
         }
+        let running = !self.stopped.load(std::sync::atomic::Ordering::Relaxed);
         Status {
-            running: true,
-            pid: Some(std::process::id()),
+            running,
+            pid: running.then(std::process::id),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: self.config.mode.clone(),
             home: self.paths.home.clone(),
@@ -333,7 +336,7 @@ impl Shared {
             findings_scope: "since_start".into(),
             findings_dropped: pipeline.dropped,
             findings_backlog: pipeline.backlog,
-            traffic: traffic.or(Some(TrafficStatus::default())),
+            traffic,
             ipc: ipc_status(&self.config),
             degraded,
             notes: self.notes.clone(),
