@@ -1,5 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that need more than one cargo command.
 
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -9,6 +11,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci           run what CI runs: fmt check, clippy, the whole test suite
   bench scan   scan throughput against a bare keyword prefilter, as a ratio
+  fuzz [--seconds N | --smoke] [TARGET...]
+               run the fuzz targets for a bounded time (needs cargo-fuzz)
 ";
 
 fn main() -> ExitCode {
@@ -26,6 +30,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
