@@ -17,11 +17,14 @@ pub struct RateLimit {
 }
 
 impl Default for RateLimit {
-    /// 20 at once, then 5 per second.
+    /// 10 at once, then one per second. An agent calls these tools a few
+    /// times per conversation; a findings query can read the whole log, so
+    /// the sustained rate stays low enough that one group cannot keep the
+    /// host busy.
     fn default() -> RateLimit {
         RateLimit {
-            burst: 20,
-            refill_every: Duration::from_millis(200),
+            burst: 10,
+            refill_every: Duration::from_secs(1),
         }
     }
 }

@@ -65,7 +65,7 @@ pub struct WatcherConfig {
     /// Task files larger than this are answered `too_large` unread.
     /// Default 64 KiB.
     pub max_task_bytes: u64,
-    /// Task entries handled per group per scan. Default 8.
+    /// Task entries handled per group per scan. Default 4.
     pub max_tasks_per_group_per_scan: usize,
     /// Task bytes read per group per scan. Default 256 KiB; at least
     /// `max_task_bytes`.
@@ -90,7 +90,7 @@ impl WatcherConfig {
             quarantine_dir: quarantine_dir.into(),
             poll_interval: Duration::from_millis(100),
             max_task_bytes: DEFAULT_MAX_TASK_BYTES,
-            max_tasks_per_group_per_scan: 8,
+            max_tasks_per_group_per_scan: 4,
             max_bytes_per_group_per_scan: 256 * 1024,
             max_entries_per_scan: 256,
             rate_limit: RateLimit::default(),

@@ -209,7 +209,13 @@ fn answers_every_task_type_and_removes_the_tasks() {
 
 #[test]
 fn malformed_tasks_get_error_results() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::with(|mut config| {
+        config.rate_limit = RateLimit {
+            burst: 100,
+            refill_every: Duration::from_millis(1),
+        };
+        config
+    });
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
         ("json", b"{not json".to_vec(), ErrorCode::BadRequest),
         ("empty", Vec::new(), ErrorCode::BadRequest),
@@ -271,7 +277,7 @@ fn malformed_tasks_get_error_results() {
         fx.drop_task("team-a", &format!("{id}.json"), bytes);
     }
     let report = fx.watcher.scan_once();
-    // Eight per scan by default: run until all are done.
+    // A few per scan by default: run until all are done.
     let mut rejected = report.rejected;
     while rejected < cases.len() {
         let report = fx.watcher.scan_once();
@@ -295,7 +301,10 @@ fn malformed_tasks_get_error_results() {
 
 #[test]
 fn unanswerable_entries_are_quarantined_without_being_opened() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::with(|mut config| {
+        config.max_tasks_per_group_per_scan = 16;
+        config
+    });
     let outside = fx.tmp.path().join("secret.txt");
     std::fs::write(&outside, b"do not read").unwrap();
     let tasks = fx.tasks("team-a");
