@@ -8,8 +8,8 @@
 //! 1. writes `<root>/clawsec_traffic_tasks/.<id>.json.tmp-<random>` and
 //!    renames it to `<id>.json` (the watcher ignores names starting with a
 //!    dot, so it never sees half a task);
-//! 2. polls for `<root>/clawsec_results/<id>.json`, first after 25 ms, the
-//!    interval doubling up to 200 ms, until the timeout (default 30 s);
+//! 2. polls for `<root>/clawsec_results/<id>.json`, first after 20 ms, the
+//!    interval doubling up to 50 ms, until the timeout (default 30 s);
 //! 3. reads it (no-follow, at most 8 MiB), deletes it, and checks that it
 //!    answers this request.
 //!
@@ -70,8 +70,8 @@ impl ClientConfig {
         ClientConfig {
             ipc_dir: ipc_dir.into(),
             timeout: DEFAULT_TIMEOUT,
-            first_poll: Duration::from_millis(25),
-            max_poll: Duration::from_millis(200),
+            first_poll: Duration::from_millis(20),
+            max_poll: Duration::from_millis(50),
             max_result_bytes: MAX_RESULT_BYTES,
         }
     }
