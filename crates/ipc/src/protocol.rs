@@ -968,6 +968,123 @@ mod tests {
         assert!(message.len() < 300, "{message}");
     }
 
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// A leaf JSON value: often one a task uses, sometimes anything.
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                (0i64..120).prop_map(Value::from),
+                "[a-z_A-Z0-9./-]{0,12}".prop_map(Value::from),
+                prop_oneof![
+                    Just("high"),
+                    Just("LOW"),
+                    Just("EXFIL"),
+                    Just("inbound"),
+                    Just("2026-01-31T12:00:00Z"),
+                    Just("yesterday"),
+                ]
+                .prop_map(Value::from),
+            ]
+        }
+
+        /// Findings-like params: the real keys and others, any leaf values.
+        fn params() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("minSeverity".to_owned()),
+                    Just("threatType".to_owned()),
+                    Just("direction".to_owned()),
+                    Just("since".to_owned()),
+                    Just("limit".to_owned()),
+                    "[a-z]{1,6}",
+                ],
+                leaf(),
+                0..4,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// A task object, mostly well formed, each part sometimes wrong or
+        /// missing.
+        fn task_like() -> impl Strategy<Value = Value> {
+            let version = prop_oneof![
+                4 => Just(Some(Value::from(1))),
+                1 => Just(Some(Value::from(2))),
+                1 => Just(Some(Value::from("1"))),
+                1 => Just(None),
+            ];
+            let task_type = prop_oneof![
+                4 => prop_oneof![Just("status"), Just("findings"), Just("check_config")]
+                    .prop_map(|t| Some(Value::from(t))),
+                1 => leaf().prop_map(Some),
+                1 => Just(None),
+            ];
+            let request_id = prop_oneof![
+                4 => Just(Some(Value::from("r-1"))),
+                1 => leaf().prop_map(Some),
+                1 => Just(None),
+            ];
+            let task_params = prop_oneof![
+                2 => Just(None),
+                4 => params().prop_map(Some),
+                1 => leaf().prop_map(Some),
+            ];
+            let extra = prop::option::weighted(0.2, ("[a-z]{1,5}", leaf()));
+            (version, task_type, request_id, task_params, extra).prop_map(
+                |(version, task_type, request_id, params, extra)| {
+                    let mut object = Map::new();
+                    for (key, value) in [
+                        ("version", version),
+                        ("type", task_type),
+                        ("requestId", request_id),
+                        ("params", params),
+                    ] {
+                        if let Some(value) = value {
+                            object.insert(key.to_owned(), value);
+                        }
+                    }
+                    if let Some((key, value)) = extra {
+                        object.insert(key, value);
+                    }
+                    Value::Object(object)
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = Task::parse(&bytes);
+            }
+
+            #[test]
+            fn accepted_tasks_are_well_formed(value in task_like()) {
+                let bytes = serde_json::to_vec(&value).unwrap();
+                match Task::parse(&bytes) {
+                    Ok(task) => {
+                        prop_assert!(is_valid_request_id(task.request_id.as_str()));
+                        if let Request::Findings(params) = &task.request {
+                            prop_assert!((1..=MAX_FINDINGS_LIMIT).contains(&params.limit));
+                        }
+                        // What is accepted round-trips.
+                        prop_assert_eq!(Task::parse(&task.to_json()).unwrap(), task);
+                    }
+                    Err(err) => {
+                        prop_assert!(!err.message.is_empty());
+                        prop_assert!(err.message.len() < 400, "{}", err.message);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn results_serialise_exactly() {
         let id = RequestId::new("r1").unwrap();

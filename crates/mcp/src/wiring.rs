@@ -891,6 +891,39 @@ mod tests {
         assert_eq!(redact_url("http://h:1"), "http://h:1");
     }
 
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Proxy credentials never survive redaction, whatever the URL
+            /// looks like around them.
+            #[test]
+            fn redacted_urls_hold_no_credentials(
+                scheme in prop_oneof![Just(""), Just("http://"), Just("https://")],
+                user in "[A-Za-z0-9._-]{0,12}",
+                password in "[A-Za-z0-9]{12,24}",
+                host in "[a-z0-9.-]{1,20}",
+                rest in prop_oneof![Just(""), Just(":3129"), Just(":3129/"), Just(":1/p?q=1")],
+            ) {
+                let url = format!("{scheme}{user}:{password}@{host}{rest}");
+                let shown = redact_url(&url);
+                prop_assert!(!shown.contains(&password), "{shown}");
+                prop_assert!(shown.contains(&host));
+            }
+
+            #[test]
+            fn pem_parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let mut pemish = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+                pemish.extend(&bytes);
+                pemish.extend(b"\n-----END CERTIFICATE-----\n");
+                let _ = pem_fingerprints(&bytes);
+                let _ = pem_fingerprints(&pemish);
+            }
+        }
+    }
+
     #[test]
     fn fingerprints_normalise() {
         let hex64 = "ab".repeat(32);
