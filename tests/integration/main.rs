@@ -5,5 +5,7 @@
 mod ca_cli;
 mod config_cli;
 mod findings_cli;
+mod ipc;
+mod mcp;
 mod scan_cli;
 mod setup_cli;
