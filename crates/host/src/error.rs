@@ -74,6 +74,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The IPC watcher could not start.
+    #[error("ipc watcher: {0}")]
+    Ipc(String),
+
     /// The proxy could not start or failed.
     #[error("proxy: {0}")]
     Proxy(String),

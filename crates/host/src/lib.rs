@@ -28,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod findings_pipeline;
+pub mod ipc_answers;
 pub mod lifecycle;
 pub mod paths;
 pub mod service;

@@ -28,6 +28,7 @@ use crate::config::{Config, Env, check_config, parse_listen_url, parse_upstream_
 use crate::control::{ControlServer, StatusSource};
 use crate::error::Error;
 use crate::findings_pipeline::{Pipeline, PipelineConfig, PipelineHandle};
+use crate::ipc_answers::start_watcher;
 use crate::lifecycle::{self, Probe, RunLock};
 use crate::paths::{self, StatePaths};
 use crate::status::{CaStatus, FindingCounts, IpcStatus, ListenerStatus, RuntimeStatus, Status};
@@ -49,13 +50,15 @@ impl Default for StartOptions {
     }
 }
 
-/// A running guardian: proxy, findings pipeline, control socket.
+/// A running guardian: proxy, findings pipeline, IPC watcher (when an IPC
+/// root is configured), control socket.
 #[derive(Debug)]
 pub struct Guardian {
     shared: Arc<Shared>,
     pipeline: Pipeline,
     control: Option<ControlServer>,
     stop_rx: mpsc::Receiver<bool>,
+    ipc: Option<traffic_guardian_ipc::WatcherHandle>,
     lock: RunLock,
 }
 
@@ -165,28 +168,38 @@ impl Guardian {
             paths,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
-        let control = if options.control_socket {
-            let source: StatusSource = {
-                let shared = shared.clone();
-                Arc::new(move || shared.status())
+        let source: StatusSource = {
+            let shared = shared.clone();
+            Arc::new(move || shared.status())
+        };
+        let started = (|| {
+            let ipc = start_watcher(&shared.config, &shared.paths, source.clone())?;
+            let control = if options.control_socket {
+                Some(ControlServer::start(
+                    &shared.paths.control_socket(),
+                    source,
+                    stop_tx,
+                )?)
+            } else {
+                None
             };
-            match ControlServer::start(&shared.paths.control_socket(), source, stop_tx) {
-                Ok(control) => Some(control),
-                Err(err) => {
-                    if let Some(traffic) = take(&shared.traffic) {
-                        traffic.shutdown(false).await;
-                    }
-                    return Err(err);
+            Ok::<_, Error>((ipc, control))
+        })();
+        let (ipc, control) = match started {
+            Ok(parts) => parts,
+            Err(err) => {
+                if let Some(traffic) = take(&shared.traffic) {
+                    traffic.shutdown(false).await;
                 }
+                return Err(err);
             }
-        } else {
-            None
         };
         Ok(Guardian {
             shared,
             pipeline,
             control,
             stop_rx,
+            ipc,
             lock,
         })
     }
@@ -249,11 +262,16 @@ impl Guardian {
             pipeline,
             control,
             stop_rx,
+            ipc,
             lock,
         } = self;
         drop(stop_rx);
         if let Some(control) = control {
             control.stop();
+        }
+        if let Some(ipc) = ipc {
+            // Returns within one scan of the IPC roots.
+            let _ = tokio::task::spawn_blocking(move || ipc.shutdown()).await;
         }
         if let Some(traffic) = take(&shared.traffic) {
             traffic.shutdown(graceful).await;
@@ -337,7 +355,10 @@ impl Shared {
             findings_dropped: pipeline.dropped,
             findings_backlog: pipeline.backlog,
             traffic,
-            ipc: ipc_status(&self.config),
+            ipc: IpcStatus {
+                watcher: running && self.config.ipc.roots().next().is_some(),
+                ..ipc_status(&self.config)
+            },
             degraded,
             notes: self.notes.clone(),
         }
