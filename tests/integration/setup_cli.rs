@@ -15,6 +15,7 @@ https_proxy=http://host.docker.internal:10280
 NO_PROXY=localhost,127.0.0.1,::1
 no_proxy=localhost,127.0.0.1,::1
 NODE_USE_ENV_PROXY=1
+NANOCLAW_TRAFFIC_GUARDIAN_PROXY_URL=http://host.docker.internal:10280
 
 ## 2. Trust
 # HTTPS inspection is off for this runtime: HTTPS is tunnelled and only its
@@ -30,6 +31,7 @@ docker run \
   -e NO_PROXY=localhost,127.0.0.1,::1 \
   -e no_proxy=localhost,127.0.0.1,::1 \
   -e NODE_USE_ENV_PROXY=1 \
+  -e NANOCLAW_TRAFFIC_GUARDIAN_PROXY_URL=http://host.docker.internal:10280 \
   IMAGE
 # In NanoClaw's container runner: add the same variables to the container's env.
 
@@ -66,17 +68,18 @@ https_proxy=http://main@192.168.64.1:10280
 NO_PROXY=localhost,127.0.0.1,::1
 no_proxy=localhost,127.0.0.1,::1
 NODE_USE_ENV_PROXY=1
-NANOCLAW_TRAFFIC_GUARDIAN_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem
-NODE_EXTRA_CA_CERTS=/etc/traffic-guardian/guardian-ca.pem
-SSL_CERT_FILE=/etc/traffic-guardian/ca-bundle.pem
-REQUESTS_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem
-CURL_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem
-GIT_SSL_CAINFO=/etc/traffic-guardian/ca-bundle.pem
-DENO_CERT=/etc/traffic-guardian/ca-bundle.pem
+NANOCLAW_TRAFFIC_GUARDIAN_PROXY_URL=http://192.168.64.1:10280
+NANOCLAW_TRAFFIC_GUARDIAN_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem
+NODE_EXTRA_CA_CERTS=/opt/clawsec/ca/guardian-ca.pem
+SSL_CERT_FILE=/opt/clawsec/ca/ca-bundle.pem
+REQUESTS_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem
+CURL_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem
+GIT_SSL_CAINFO=/opt/clawsec/ca/ca-bundle.pem
+DENO_CERT=/opt/clawsec/ca/ca-bundle.pem
 
 ## 2. Read-only mount of the public trust folder
 # host folder:      <HOME>/trust/main
-# container folder: /etc/traffic-guardian (read-only)
+# container folder: /opt/clawsec/ca (read-only)
 # guardian-ca.pem: the guardian CA alone, for NODE_EXTRA_CA_CERTS (adds to Node's roots)
 # ca-bundle.pem: system roots + the guardian CA, for the variables that replace the defaults
 # NOT EXPORTED YET: run `traffic-guardian ca export --runtime main` first
@@ -90,14 +93,15 @@ container run \
   -e NO_PROXY=localhost,127.0.0.1,::1 \
   -e no_proxy=localhost,127.0.0.1,::1 \
   -e NODE_USE_ENV_PROXY=1 \
-  -e NANOCLAW_TRAFFIC_GUARDIAN_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem \
-  -e NODE_EXTRA_CA_CERTS=/etc/traffic-guardian/guardian-ca.pem \
-  -e SSL_CERT_FILE=/etc/traffic-guardian/ca-bundle.pem \
-  -e REQUESTS_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem \
-  -e CURL_CA_BUNDLE=/etc/traffic-guardian/ca-bundle.pem \
-  -e GIT_SSL_CAINFO=/etc/traffic-guardian/ca-bundle.pem \
-  -e DENO_CERT=/etc/traffic-guardian/ca-bundle.pem \
-  --mount type=bind,source=<HOME>/trust/main,target=/etc/traffic-guardian,readonly \
+  -e NANOCLAW_TRAFFIC_GUARDIAN_PROXY_URL=http://192.168.64.1:10280 \
+  -e NANOCLAW_TRAFFIC_GUARDIAN_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem \
+  -e NODE_EXTRA_CA_CERTS=/opt/clawsec/ca/guardian-ca.pem \
+  -e SSL_CERT_FILE=/opt/clawsec/ca/ca-bundle.pem \
+  -e REQUESTS_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem \
+  -e CURL_CA_BUNDLE=/opt/clawsec/ca/ca-bundle.pem \
+  -e GIT_SSL_CAINFO=/opt/clawsec/ca/ca-bundle.pem \
+  -e DENO_CERT=/opt/clawsec/ca/ca-bundle.pem \
+  --mount type=bind,source=<HOME>/trust/main,target=/opt/clawsec/ca,readonly \
   IMAGE
 # In NanoClaw's container runner: add the same variables to the container's env and the folder as a read-only mount.
 
@@ -119,7 +123,7 @@ container run \
 
 ## 6. CA fingerprint
 # SHA-256 <FP>
-# Compare inside the container: openssl x509 -in /etc/traffic-guardian/guardian-ca.pem -noout -fingerprint -sha256
+# Compare inside the container: openssl x509 -in /opt/clawsec/ca/guardian-ca.pem -noout -fingerprint -sha256
 
 ## 7. System trust store (printed only; the guardian never runs these)
 # Only for a host or image where you want EVERY program to trust the guardian CA.
@@ -219,7 +223,7 @@ fn exported_trust_is_not_flagged_and_unknown_runtimes_are_refused() {
     let text = setup(&home, &["--runtime", "main"]);
     assert!(!text.contains("NOT EXPORTED"), "{text}");
     assert!(
-        text.contains("-v <HOME>/trust/main:/etc/traffic-guardian:ro"),
+        text.contains("-v <HOME>/trust/main:/opt/clawsec/ca:ro"),
         "{text}"
     );
 

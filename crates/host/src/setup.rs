@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::paths::StatePaths;
 
 /// Where the trust folder is mounted inside containers.
-pub const CONTAINER_TRUST_DIR: &str = "/etc/traffic-guardian";
+pub const CONTAINER_TRUST_DIR: &str = "/opt/clawsec/ca";
 /// The port OneCLI's gateway listens on.
 const ONECLI_PORT: u16 = 10255;
 
@@ -129,6 +129,11 @@ pub fn render(
         env.push((key.into(), "localhost,127.0.0.1,::1".into()));
     }
     env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
+    // For the MCP server's wiring check: the same endpoint, no user.
+    env.push((
+        "NANOCLAW_TRAFFIC_GUARDIAN_PROXY_URL".into(),
+        format!("http://{host}:{port}"),
+    ));
     if runtime.https_inspection {
         env.push(("NANOCLAW_TRAFFIC_GUARDIAN_CA_BUNDLE".into(), bundle.clone()));
         env.push(("NODE_EXTRA_CA_CERTS".into(), ca_alone.clone()));
