@@ -9,7 +9,7 @@
 //!    listener on `http://127.0.0.1:10280`, no HTTPS inspection.
 //!
 //! No file is needed to run. Unknown fields are errors, everywhere. Every
-//! field is documented in `docs/SPEC-host.md`.
+//! field is documented in `SPEC.md` (section Config).
 
 pub mod env;
 pub(crate) mod validate;
