@@ -25,7 +25,9 @@ pub enum Error {
 
     /// A compressed body expands beyond the configured ratio: a likely
     /// decompression bomb. Decoding stopped.
-    #[error("{coding} body expands more than {max_ratio}:1; decoding stopped (decompression bomb?)")]
+    #[error(
+        "{coding} body expands more than {max_ratio}:1; decoding stopped (decompression bomb?)"
+    )]
     DecompressionBomb {
         /// The coding being decoded.
         coding: &'static str,

@@ -346,11 +346,12 @@ mod tests {
 
     #[test]
     fn rejects_other_schema_versions_and_platforms() {
-        let line = sample()
-            .to_json_line()
-            .replace("finding/v1", "finding/v9");
+        let line = sample().to_json_line().replace("finding/v1", "finding/v9");
         let err = serde_json::from_str::<Finding>(&line).unwrap_err();
-        assert!(err.to_string().contains("unsupported schema_version"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported schema_version"),
+            "{err}"
+        );
         let line = sample().to_json_line().replace("nanoclaw", "other");
         assert!(serde_json::from_str::<Finding>(&line).is_err());
     }

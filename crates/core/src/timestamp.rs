@@ -40,7 +40,9 @@ impl Timestamp {
         const MAX_MILLIS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
         let millis = millis.clamp(0, MAX_MILLIS);
         let nanos = i128::from(millis) * 1_000_000;
-        Timestamp(OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+        Timestamp(
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
     }
 
     /// Milliseconds since the Unix epoch.
@@ -111,9 +113,18 @@ mod tests {
     #[test]
     fn parses_and_prints_rfc3339_millis_utc() {
         check("2026-11-29T12:00:00Z", Some("2026-11-29T12:00:00.000Z"));
-        check("2026-11-29T12:00:00.123456Z", Some("2026-11-29T12:00:00.123Z"));
-        check("2026-11-29T13:00:00.5+01:00", Some("2026-11-29T12:00:00.500Z"));
-        check(" 2026-01-02T03:04:05.006Z ", Some("2026-01-02T03:04:05.006Z"));
+        check(
+            "2026-11-29T12:00:00.123456Z",
+            Some("2026-11-29T12:00:00.123Z"),
+        );
+        check(
+            "2026-11-29T13:00:00.5+01:00",
+            Some("2026-11-29T12:00:00.500Z"),
+        );
+        check(
+            " 2026-01-02T03:04:05.006Z ",
+            Some("2026-01-02T03:04:05.006Z"),
+        );
         check("2026-11-29", None);
         check("yesterday", None);
         check("", None);
