@@ -181,9 +181,14 @@ impl Drop for Flow {
         add(&stats.bytes_in, bytes_in);
         add(&stats.scanned_bytes, scanned);
         add(&stats.unscanned_bytes, unscanned);
-        match self.meta.handling {
-            FlowHandling::Tunnelled => add(&stats.flows_tunnelled, 1),
-            FlowHandling::Forwarded | FlowHandling::Inspected => add(&stats.flows_inspected, 1),
+        match (self.meta.handling, self.meta.protocol) {
+            (FlowHandling::Tunnelled, _) => add(&stats.flows_tunnelled, 1),
+            // The CONNECT that opens an inspected session: its exchanges
+            // are the inspected flows.
+            (FlowHandling::Inspected, Protocol::Connect) => {}
+            (FlowHandling::Forwarded | FlowHandling::Inspected, _) => {
+                add(&stats.flows_inspected, 1)
+            }
         }
         let meta = &self.meta;
         let record = FlowRecord {

@@ -62,9 +62,4 @@ impl LeafCache {
         }
         Ok(config)
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
-    }
 }

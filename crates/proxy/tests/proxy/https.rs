@@ -1,0 +1,159 @@
+//! Inspected HTTPS: leaf certificates from the guardian's CA, HTTP/2 both
+//! ways, verified upstream TLS.
+
+use http::Version;
+use traffic_guardian_core::Protocol;
+use traffic_guardian_proxy::FlowHandling;
+use traffic_guardian_test_support::{Reply, TestCa, UpstreamServer};
+
+use crate::harness::{AI_KEY, Guardian, PIPE_TO_SHELL};
+
+async fn tls_upstream(ca: &TestCa, routes: Vec<(&str, Reply)>) -> UpstreamServer {
+    UpstreamServer::start_tls(routes, ca.server_config(&["localhost", "127.0.0.1"])).await
+}
+
+#[tokio::test]
+async fn http2_through_the_inspected_path_is_scanned_both_ways() {
+    let guardian = Guardian::start(|_| {}).await;
+    let page = format!("run: {PIPE_TO_SHELL}");
+    let upstream = tls_upstream(
+        &guardian.upstream_ca,
+        vec![("/echo", Reply::Echo), ("/page", Reply::text(page.clone()))],
+    )
+    .await;
+    let body = format!("key={AI_KEY}");
+    let out = guardian
+        .curl()
+        .args([
+            "--http2",
+            "--fail",
+            "-w",
+            "\n%{http_version}",
+            "--data-binary",
+            &body,
+        ])
+        .arg_url(&upstream.url("https", "/echo"))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.text(),
+        format!("{body}\n2"),
+        "h2 to the client, body unchanged"
+    );
+
+    let finding = guardian.sink.finding("ai_api_key", "outbound").await;
+    assert_eq!(finding.protocol, Protocol::Https);
+    assert_eq!(finding.dest, upstream.addr().to_string());
+
+    let out = guardian
+        .curl()
+        .args(["--http2", "--fail"])
+        .arg_url(&upstream.url("https", "/page"))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.text(), page);
+    let finding = guardian.sink.finding("pipe_to_shell", "inbound").await;
+    assert_eq!(finding.protocol, Protocol::Https);
+
+    let seen = upstream.seen();
+    assert!(
+        seen.iter().all(|r| r.version == Version::HTTP_2),
+        "h2 upstream too: {seen:?}"
+    );
+    let flows = guardian.sink.flows("POST", 1).await;
+    assert_eq!(flows[0].handling, FlowHandling::Inspected);
+    assert_eq!(flows[0].protocol, Protocol::Https);
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn http1_client_keeps_http1_upstream_and_dns_names_get_leaves() {
+    let guardian = Guardian::start(|_| {}).await;
+    let upstream = tls_upstream(&guardian.upstream_ca, vec![("/echo", Reply::Echo)]).await;
+    let url = format!("https://localhost:{}/echo", upstream.addr().port());
+    let out = guardian
+        .curl()
+        .args([
+            "--http1.1",
+            "--fail",
+            "--data-binary",
+            &format!("k={AI_KEY}"),
+        ])
+        .arg_url(&url)
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|r| r.version == Version::HTTP_11)
+    );
+    let finding = guardian.sink.finding("ai_api_key", "outbound").await;
+    assert_eq!(
+        finding.dest,
+        format!("localhost:{}", upstream.addr().port())
+    );
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_certificate_failure_is_a_clear_502() {
+    let guardian = Guardian::start(|_| {}).await;
+    let stranger = TestCa::new("untrusted");
+    let upstream = tls_upstream(&stranger, vec![("/x", Reply::text("never"))]).await;
+    let out = guardian
+        .curl()
+        .args(["-w", "\n%{http_code}"])
+        .arg_url(&upstream.url("https", "/x"))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.text();
+    assert!(text.ends_with("\n502"), "{text}");
+    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        upstream.seen().is_empty(),
+        "no request reaches an unverified server"
+    );
+    let stats = guardian.stop().await;
+    assert_eq!(stats.upstream_errors, 1);
+}
+
+#[tokio::test]
+async fn repeated_hosts_reuse_their_leaf() {
+    let guardian = Guardian::start(|_| {}).await;
+    let upstream = tls_upstream(&guardian.upstream_ca, vec![("/x", Reply::text("ok"))]).await;
+    for _ in 0..3 {
+        let out = guardian
+            .curl()
+            .args(["--fail"])
+            .arg_url(&upstream.url("https", "/x"))
+            .run()
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    // Three separate TLS sessions from three curls: the leaf presented is
+    // the same certificate each time.
+    let mut certs = Vec::new();
+    for _ in 0..2 {
+        let out = guardian
+            .curl()
+            .args(["-v", "-o", "/dev/null"])
+            .arg_url(&upstream.url("https", "/x"))
+            .run()
+            .await;
+        let start = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("start date"))
+            .unwrap_or_default()
+            .to_owned();
+        certs.push(start);
+    }
+    assert!(!certs[0].is_empty());
+    assert_eq!(certs[0], certs[1], "the same leaf is served again");
+    guardian.stop().await;
+}
