@@ -10,10 +10,16 @@
 #![deny(missing_docs)]
 
 pub mod decode;
+pub mod dedup;
 pub mod error;
 pub mod finding;
+pub mod jsonl;
+pub mod report;
 pub mod timestamp;
 
+pub use dedup::{Dedup, DedupConfig};
 pub use error::Error;
 pub use finding::{Direction, Finding, Protocol, RuleId, Severity, ThreatType};
+pub use jsonl::{FindingQuery, FindingReader, FindingSink, QueryReport, ReadReport, Rotation};
+pub use report::{format_markdown, format_table};
 pub use timestamp::Timestamp;

@@ -1,0 +1,78 @@
+//! Append-only JSONL storage of findings: the sink that writes them and the reader that reads them back.
+//!
+//! # Layout
+//!
+//! All findings live in one folder (under `NANOCLAW_TRAFFIC_GUARDIAN_HOME`):
+//!
+//! ```text
+//! <dir>/findings.jsonl      the current file, appended to
+//! <dir>/findings.jsonl.1    the most recently rotated file
+//! <dir>/findings.jsonl.2    older
+//! ...
+//! <dir>/findings.jsonl.<keep>  the oldest kept
+//! ```
+//!
+//! Each line is one `clawsec-traffic-finding/v1` object followed by `\n`.
+//! The folder is mode 0700 when the sink creates it, and the files are mode
+//! 0600.
+//!
+//! [`FindingSink`] appends one line per write call and rotates by size.
+//! [`FindingReader`] reads every file back, oldest first, and skips (and
+//! counts) lines it cannot read, so a torn or tampered file never stops a
+//! report. [`FindingQuery`] filters and orders what the reader yields.
+
+mod query;
+mod reader;
+mod sink;
+
+use std::path::{Path, PathBuf};
+
+pub use query::{FindingQuery, QueryReport};
+pub use reader::{FindingReader, MAX_LINE_BYTES, ReadReport, read_all};
+pub use sink::{FindingSink, Rotation};
+
+/// The name of the current findings file inside the log folder.
+pub const FILE_NAME: &str = "findings.jsonl";
+
+/// The path of the current findings file in `dir`.
+pub fn current_path(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// The path of rotated file number `n` (1 is the newest) in `dir`.
+pub fn rotated_path(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("{FILE_NAME}.{n}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::finding::{
+        Direction, Finding, Platform, Protocol, RuleId, SchemaVersion, Severity, ThreatType,
+    };
+    use crate::timestamp::Timestamp;
+
+    /// A finding whose snippet is `snippet`, made at `millis` after the epoch.
+    pub(super) fn finding(snippet: &str, millis: i64) -> Finding {
+        Finding {
+            schema_version: SchemaVersion,
+            platform: Platform,
+            direction: Direction::Outbound,
+            protocol: Protocol::Https,
+            threat_type: ThreatType::Exfil,
+            pattern: RuleId::new("ai_api_key"),
+            severity: Severity::High,
+            source: "172.17.0.2:40000".into(),
+            dest: "api.example.com:443".into(),
+            snippet: snippet.into(),
+            timestamp: Timestamp::from_unix_millis(millis),
+            runtime: Some("main".into()),
+            flow_id: None,
+            method: None,
+            path: None,
+            location: None,
+            encoding: None,
+            count: 1,
+            fingerprint: None,
+        }
+    }
+}
