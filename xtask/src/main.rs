@@ -7,7 +7,10 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci      run what CI runs: fmt check, clippy, the whole test suite
+  ci           run what CI runs: fmt check, clippy, the whole test suite
+  bench proxy  the guardian against a direct baseline in one run: req/s
+               ratio, p50/p99 latency, peak RSS, RSS at 1,000 idle
+               keep-alive connections (about 30 s)
 ";
 
 fn main() -> ExitCode {
@@ -24,6 +27,10 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("proxy") => cargo(&["bench", "-p", "traffic-guardian-proxy", "--bench", "proxy"]),
+            other => bail!("unknown bench {other:?}; try: cargo xtask bench proxy"),
+        },
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())

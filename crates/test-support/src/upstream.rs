@@ -124,6 +124,7 @@ pub struct SeenRequest {
 pub struct UpstreamServer {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    connections: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -145,13 +146,16 @@ impl UpstreamServer {
             Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let task = tokio::spawn({
             let seen = seen.clone();
+            let connections = connections.clone();
             async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let routes = routes.clone();
                     let seen = seen.clone();
@@ -187,7 +191,12 @@ impl UpstreamServer {
                 }
             }
         });
-        UpstreamServer { addr, seen, task }
+        UpstreamServer {
+            addr,
+            seen,
+            connections,
+            task,
+        }
     }
 
     /// The server's address.
@@ -198,6 +207,11 @@ impl UpstreamServer {
     /// `http://127.0.0.1:port` or with another scheme.
     pub fn url(&self, scheme: &str, path: &str) -> String {
         format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// How many connections the server accepted.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every request head received so far.
