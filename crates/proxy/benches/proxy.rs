@@ -368,6 +368,35 @@ async fn parent() {
         peak as f64 / 1024.0
     );
     let http_ratio = results[1].rps / results[0].rps;
+
+    // A 1 GiB download must stream through with flat memory.
+    let started = Instant::now();
+    let download = Scenario {
+        name: "1 GiB",
+        target: plain.addr(),
+        tls: None,
+        route: via,
+    };
+    let (mut sender, _) = connect(&download).await;
+    let req = Request::get(format!("http://{}/1g", plain.addr()))
+        .header("host", plain.addr().to_string())
+        .body(Empty::new())
+        .unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+    }
+    let (_, peak_after) = guardian.rss_kib();
+    println!(
+        "1 GiB download through the guardian: {:.0} MiB in {:.2?}; guardian peak RSS {:.1} MiB (was {:.1} MiB)",
+        received as f64 / (1024.0 * 1024.0),
+        started.elapsed(),
+        peak_after as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     let https_ratio = results[3].rps / results[2].rps;
 
     // Idle keep-alive connections: each makes one request, then waits.

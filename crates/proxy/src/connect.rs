@@ -44,6 +44,11 @@ pub(crate) async fn handle(
         host: host.to_owned(),
         port: authority.port_u16().unwrap_or(443),
     };
+    if state.is_self(&target) {
+        return Err(Error::BadRequest(
+            "CONNECT loops back to the guardian itself".into(),
+        ));
+    }
     let dest = target.authority();
     let tunnel_auth = proxy_auth.filter(|_| state.forward_proxy_auth);
     let inspect = runtime.inspect_https

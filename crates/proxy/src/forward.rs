@@ -92,15 +92,21 @@ async fn plain(
     let Some(host) = uri.host().map(trim_brackets).filter(|h| !h.is_empty()) else {
         return Err(Error::BadRequest("request URL has no host".into()));
     };
+    let target = Target {
+        https: false,
+        host: host.to_owned(),
+        port: uri.port_u16().unwrap_or(80),
+    };
+    if conn.state.is_self(&target) {
+        return Err(Error::BadRequest(
+            "request loops back to the guardian itself".into(),
+        ));
+    }
     let exchange = Exchange {
         runtime,
         protocol: Protocol::Http,
         handling: FlowHandling::Forwarded,
-        target: Target {
-            https: false,
-            host: host.to_owned(),
-            port: uri.port_u16().unwrap_or(80),
-        },
+        target,
         allow_h2: false,
         tunnel_auth: None,
     };

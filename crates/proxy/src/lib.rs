@@ -93,17 +93,6 @@ impl Proxy {
             .upstream_proxy
             .as_ref()
             .is_some_and(|p| p.forward_proxy_authorization);
-        let state = Arc::new(ProxyState::new(
-            shared,
-            attribution,
-            upstream,
-            leaves,
-            config.passthrough_hosts.clone(),
-            config.limits.clone(),
-            forward_proxy_auth,
-            signal.watcher(),
-        ));
-
         let mut bound = Vec::new();
         for listener in &config.listeners {
             let socket = TcpListener::bind(listener.addr)
@@ -119,9 +108,21 @@ impl Proxy {
             let runtime = listener
                 .runtime
                 .as_deref()
-                .and_then(|name| state.attribution.by_name(name));
+                .and_then(|name| attribution.by_name(name));
             bound.push((socket, local, runtime));
         }
+        let state = Arc::new(ProxyState::new(
+            shared,
+            attribution,
+            upstream,
+            leaves,
+            config.passthrough_hosts.clone(),
+            config.limits.clone(),
+            forward_proxy_auth,
+            signal.watcher(),
+            bound.iter().map(|(_, local, _)| *local).collect(),
+        ));
+
         let mut local_addrs = Vec::new();
         let mut accept_tasks = Vec::new();
         for (socket, local, runtime) in bound {

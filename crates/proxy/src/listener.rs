@@ -37,6 +37,8 @@ pub(crate) struct ProxyState {
     /// Client connections and tunnels; shutdown waits for them.
     pub(crate) conns: Tracker,
     pub(crate) slots: Arc<Semaphore>,
+    /// The guardian's own listening addresses, to refuse requests to itself.
+    pub(crate) local_addrs: Vec<SocketAddr>,
     next_conn: AtomicU64,
 }
 
@@ -51,6 +53,7 @@ impl ProxyState {
         limits: Limits,
         forward_proxy_auth: bool,
         phase: PhaseWatch,
+        local_addrs: Vec<SocketAddr>,
     ) -> ProxyState {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         ProxyState {
@@ -64,8 +67,34 @@ impl ProxyState {
             phase,
             conns: Tracker::default(),
             slots,
+            local_addrs,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Whether `target` is the guardian itself: forwarding there would
+    /// loop until the connection limit.
+    pub(crate) fn is_self(&self, target: &crate::upstream::Target) -> bool {
+        let ip = if target.host.eq_ignore_ascii_case("localhost") {
+            None
+        } else {
+            match target.host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => return false,
+            }
+        };
+        self.local_addrs.iter().any(|local| {
+            local.port() == target.port
+                && match ip {
+                    None => true,
+                    Some(ip) => {
+                        ip == local.ip()
+                            || (local.ip().is_unspecified()
+                                && (ip.is_loopback() || ip.is_unspecified()))
+                            || (ip.is_unspecified() && local.ip().is_loopback())
+                    }
+                }
+        })
     }
 }
 

@@ -111,3 +111,126 @@ impl CertificateAuthority {
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
+
+    use super::*;
+
+    pub(crate) fn test_ca() -> CertificateAuthority {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "unit test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        CertificateAuthority::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()
+    }
+
+    /// Verifies `leaf` for `name` at `at` the way a client trusting the CA
+    /// would.
+    fn verify(
+        ca: &CertificateAuthority,
+        leaf: &Leaf,
+        name: &str,
+        at: SystemTime,
+    ) -> Result<(), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.certificate_der().clone()).unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        verifier
+            .verify_server_cert(
+                &leaf.chain[0],
+                &leaf.chain[1..],
+                &name,
+                &[],
+                UnixTime::since_unix_epoch(at.duration_since(SystemTime::UNIX_EPOCH).unwrap()),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn leaves_verify_for_their_name_only() {
+        let ca = test_ca();
+        let now = SystemTime::now();
+        let leaf = ca.issue("api.example.com").unwrap();
+        assert_eq!(verify(&ca, &leaf, "api.example.com", now), Ok(()));
+        assert!(verify(&ca, &leaf, "other.example.com", now).is_err());
+        let ip = ca.issue("127.0.0.1").unwrap();
+        assert_eq!(
+            verify(&ca, &ip, "127.0.0.1", now),
+            Ok(()),
+            "IP literals get an IP SAN"
+        );
+        let v6 = ca.issue("::1").unwrap();
+        assert_eq!(verify(&ca, &v6, "::1", now), Ok(()));
+    }
+
+    #[test]
+    fn leaves_are_short_lived_and_backdated() {
+        let ca = test_ca();
+        let leaf = ca.issue("example.com").unwrap();
+        let now = SystemTime::now();
+        let skewed = now - Duration::from_secs(30 * 60);
+        assert_eq!(
+            verify(&ca, &leaf, "example.com", skewed),
+            Ok(()),
+            "a slow client clock still works"
+        );
+        assert!(
+            verify(
+                &ca,
+                &leaf,
+                "example.com",
+                now - Duration::from_secs(2 * 60 * 60)
+            )
+            .is_err()
+        );
+        assert!(
+            verify(
+                &ca,
+                &leaf,
+                "example.com",
+                now + Duration::from_secs(2 * 24 * 60 * 60)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn every_leaf_has_its_own_key() {
+        let ca = test_ca();
+        let a = ca.issue("a.example").unwrap();
+        let b = ca.issue("a.example").unwrap();
+        assert_ne!(a.key.secret_der(), b.key.secret_der());
+    }
+
+    #[test]
+    fn bad_ca_material_is_a_clear_error() {
+        let err = CertificateAuthority::from_pem("not pem", "not pem").unwrap_err();
+        assert!(
+            err.to_string().starts_with("certificate authority:"),
+            "{err}"
+        );
+        assert_eq!(format!("{:?}", test_ca()), "CertificateAuthority { .. }");
+    }
+}

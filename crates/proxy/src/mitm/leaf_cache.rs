@@ -63,3 +63,24 @@ impl LeafCache {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mitm::ca::tests::test_ca;
+
+    #[test]
+    fn a_repeated_host_costs_no_signing_and_the_cache_is_bounded() {
+        let cache = LeafCache::new(test_ca(), 2);
+        let a = cache.server_config("a.example").unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &cache.server_config("A.example").unwrap()),
+            "cached, case-insensitive"
+        );
+        let _b = cache.server_config("b.example").unwrap();
+        let _c = cache.server_config("c.example").unwrap();
+        // Capacity 2: `a` was least recently used and is gone.
+        assert!(!Arc::ptr_eq(&a, &cache.server_config("a.example").unwrap()));
+        assert_eq!(a.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+}

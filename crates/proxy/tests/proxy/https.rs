@@ -121,39 +121,3 @@ async fn upstream_certificate_failure_is_a_clear_502() {
     let stats = guardian.stop().await;
     assert_eq!(stats.upstream_errors, 1);
 }
-
-#[tokio::test]
-async fn repeated_hosts_reuse_their_leaf() {
-    let guardian = Guardian::start(|_| {}).await;
-    let upstream = tls_upstream(&guardian.upstream_ca, vec![("/x", Reply::text("ok"))]).await;
-    for _ in 0..3 {
-        let out = guardian
-            .curl()
-            .args(["--fail"])
-            .arg_url(&upstream.url("https", "/x"))
-            .run()
-            .await;
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
-    // Three separate TLS sessions from three curls: the leaf presented is
-    // the same certificate each time.
-    let mut certs = Vec::new();
-    for _ in 0..2 {
-        let out = guardian
-            .curl()
-            .args(["-v", "-o", "/dev/null"])
-            .arg_url(&upstream.url("https", "/x"))
-            .run()
-            .await;
-        let start = out
-            .stderr
-            .lines()
-            .find(|l| l.contains("start date"))
-            .unwrap_or_default()
-            .to_owned();
-        certs.push(start);
-    }
-    assert!(!certs[0].is_empty());
-    assert_eq!(certs[0], certs[1], "the same leaf is served again");
-    guardian.stop().await;
-}

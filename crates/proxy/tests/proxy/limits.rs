@@ -175,3 +175,19 @@ async fn clients_outside_the_allowed_networks_get_403() {
     assert!(upstream.seen().is_empty());
     guardian.stop().await;
 }
+
+#[tokio::test]
+async fn requests_to_the_guardian_itself_are_refused() {
+    let guardian = Guardian::start(|_| {}).await;
+    let (code, body) = status_of(guardian.curl(), &format!("http://{}/", guardian.addr)).await;
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("loops back"), "{body}");
+    let (code, _) = status_of(
+        guardian.curl(),
+        &format!("http://localhost:{}/", guardian.addr.port()),
+    )
+    .await;
+    assert_eq!(code, "400");
+    let stats = guardian.stop().await;
+    assert_eq!(stats.connections_total, 2, "no connection looped back in");
+}
