@@ -292,8 +292,12 @@ async fn parent() {
     let upstream_ca = TestCa::new("bench upstream");
     let guardian_ca = TestCa::new("bench guardian");
     let body = Bytes::from(vec![b'a'; 1024]);
-    let plain =
-        UpstreamServer::start(vec![("/bench", Reply::Text("text/plain", body.clone()))]).await;
+    let big = Bytes::from(vec![b'z'; 64 * 1024]);
+    let plain = UpstreamServer::start(vec![
+        ("/bench", Reply::Text("text/plain", body.clone())),
+        ("/1g", Reply::Chunks(vec![big; 16 * 1024])),
+    ])
+    .await;
     let tls = UpstreamServer::start_tls(
         vec![("/bench", Reply::Text("text/plain", body))],
         upstream_ca.server_config(&["127.0.0.1"]),
@@ -355,12 +359,6 @@ async fn parent() {
             s.name, m.rps, m.p50, m.p99, ratio
         );
         results.push(m);
-        let upstream = if s.tls.is_some() { &tls } else { &plain };
-        println!(
-            "{:<32} upstream connections so far: {}",
-            "",
-            upstream.connections()
-        );
     }
     let (_, peak) = guardian.rss_kib();
     println!(
@@ -382,7 +380,13 @@ async fn parent() {
         .header("host", plain.addr().to_string())
         .body(Empty::new())
         .unwrap();
-    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let response = sender.send_request(req).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "1 GiB download: {}",
+        response.status()
+    );
+    let mut body = response.into_body();
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.unwrap().into_data() {
