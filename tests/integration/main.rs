@@ -1,3 +1,5 @@
 //! The integration test binary: one binary, one module per area.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod scan_cli;

@@ -8,9 +8,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci           run what CI runs: fmt check, clippy, the whole test suite
+  bench scan   scan throughput against a bare keyword prefilter, as a ratio
   bench proxy  the guardian against a direct baseline in one run: req/s
-               ratio, p50/p99 latency, peak RSS, RSS at 1,000 idle
-               keep-alive connections (about 30 s)
+               ratio, p50/p99 latency, peak RSS, a 1 GiB download, RSS at
+               1,000 idle keep-alive connections (about 40 s)
 ";
 
 fn main() -> ExitCode {
@@ -27,10 +28,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => match args.get(1).map(String::as_str) {
-            Some("proxy") => cargo(&["bench", "-p", "traffic-guardian-proxy", "--bench", "proxy"]),
-            other => bail!("unknown bench {other:?}; try: cargo xtask bench proxy"),
-        },
+        Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -50,6 +48,15 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("scan") => cargo(&["bench", "-p", "traffic-guardian-core", "--bench", "scan"]),
+        Some("proxy") => cargo(&["bench", "-p", "traffic-guardian-proxy", "--bench", "proxy"]),
+        Some(other) => bail!("unknown bench {other:?}\n\n{USAGE}"),
+        None => bail!("which bench?\n\n{USAGE}"),
+    }
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

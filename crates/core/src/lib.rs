@@ -11,15 +11,26 @@
 
 pub mod decode;
 pub mod dedup;
+pub mod engine;
 pub mod error;
 pub mod finding;
+pub mod fingerprint;
 pub mod jsonl;
+pub mod offline;
+pub mod redact;
 pub mod report;
+pub mod rules;
+pub mod scan;
 pub mod timestamp;
 
 pub use dedup::{Dedup, DedupConfig};
+pub use engine::{
+    DEFAULT_MAX_SCAN_BYTES, Engine, EngineConfig, MAX_SCAN_BYTES_LIMIT, MIN_SCAN_BYTES,
+};
 pub use error::Error;
 pub use finding::{Direction, Finding, Protocol, RuleId, Severity, ThreatType};
 pub use jsonl::{FindingQuery, FindingReader, FindingSink, QueryReport, ReadReport, Rotation};
+pub use redact::{Redaction, Redactor};
 pub use report::{format_markdown, format_table};
+pub use scan::{MessageMeta, MessageScanner, ScanOutcome};
 pub use timestamp::Timestamp;

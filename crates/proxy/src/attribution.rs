@@ -134,7 +134,7 @@ fn basic_user(value: &HeaderValue) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::RuntimeConfig;
-    use crate::engine::Engine;
+    use traffic_guardian_core::Engine;
 
     fn attribution(unknown: UnknownClients) -> Attribution {
         let mut config = ProxyConfig::new(Engine::builtin());

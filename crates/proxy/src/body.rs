@@ -12,8 +12,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use traffic_guardian_core::Direction;
 
-use crate::engine::MessageScanner;
 use crate::flow::Flow;
+use traffic_guardian_core::MessageScanner;
 
 /// The error type of bodies the proxy passes on.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

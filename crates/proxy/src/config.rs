@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::engine::Engine;
 use crate::limits::Limits;
 use crate::mitm::CertificateAuthority;
+use traffic_guardian_core::Engine;
 
 /// Everything [`crate::Proxy::start`] needs.
 #[derive(Debug, Clone)]

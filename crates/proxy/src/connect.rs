@@ -73,7 +73,7 @@ pub(crate) async fn handle(
     tracing::debug!(flow = flow_id, runtime = %runtime.name, %dest, inspect, "connect");
 
     // The CONNECT head itself is outbound traffic too.
-    let mut scanner = flow.scanner(Direction::Outbound);
+    let mut scanner = flow.scanner(Direction::Outbound, None);
     scanner.scan_target(&dest);
     scan_head(&mut scanner, req.headers());
     flow.finish_scan(scanner, 0);

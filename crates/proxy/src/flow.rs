@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use traffic_guardian_core::{Direction, Protocol};
 
-use crate::engine::{Engine, MessageMeta, MessageScanner, ScanOutcome};
 use crate::shutdown::{TrackGuard, Tracker};
 use crate::sink::{FindingSink, FlowHandling, FlowRecord};
 use crate::stats::{Stats, add};
+use traffic_guardian_core::{Engine, MessageMeta, MessageScanner, ScanOutcome};
 
 /// Scans at most this many body bytes inline when a message ends; larger
 /// scans finish on the blocking pool so they never hold up a worker.
@@ -89,9 +89,10 @@ impl Flow {
         &self.meta
     }
 
-    /// Opens a scanner for one message of this flow.
-    pub(crate) fn scanner(&self, direction: Direction) -> MessageScanner {
-        let meta = MessageMeta::new(
+    /// Opens a scanner for one message of this flow. `target` is the
+    /// request target, so response findings can name their (redacted) path.
+    pub(crate) fn scanner(&self, direction: Direction, target: Option<&str>) -> MessageScanner {
+        let mut meta = MessageMeta::new(
             direction,
             self.meta.client.to_string(),
             self.meta.dest.clone(),
@@ -100,6 +101,9 @@ impl Flow {
         .with_runtime(self.meta.runtime.clone())
         .with_flow_id(self.meta.id.clone())
         .with_method(self.meta.method.clone());
+        if let Some(target) = target {
+            meta = meta.with_target(target);
+        }
         self.shared.engine.message(meta)
     }
 

@@ -18,7 +18,6 @@ use traffic_guardian_core::{Direction, Protocol};
 use crate::attribution::Runtime;
 use crate::body::{ProxyBody, ScanBody, text};
 use crate::connect;
-use crate::engine::MessageScanner;
 use crate::error::{Error, ErrorClass};
 use crate::flow::{Flow, FlowMeta};
 use crate::listener::ClientConn;
@@ -26,6 +25,7 @@ use crate::shutdown::Phase;
 use crate::sink::FlowHandling;
 use crate::stats::add;
 use crate::upstream::Target;
+use traffic_guardian_core::MessageScanner;
 
 /// The facts shared by every exchange on one path: plain HTTP, or one
 /// inspected TLS session.
@@ -140,8 +140,9 @@ async fn forward(
 
     // The outbound head: the whole target, then every header.
     let absolute = absolute_uri(req.uri(), &exchange.target);
-    let mut scanner = flow.scanner(Direction::Outbound);
-    scanner.scan_target(&absolute.to_string());
+    let target = absolute.to_string();
+    let mut scanner = flow.scanner(Direction::Outbound, None);
+    scanner.scan_target(&target);
     scan_head(&mut scanner, req.headers());
 
     let upgrade = wants_upgrade(req.headers());
@@ -177,7 +178,7 @@ async fn forward(
     let server_upgrade = (status == StatusCode::SWITCHING_PROTOCOLS && upgrade)
         .then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
-    let mut scanner = flow.scanner(Direction::Inbound);
+    let mut scanner = flow.scanner(Direction::Inbound, Some(&target));
     scan_head(&mut scanner, &parts.headers);
     strip_hop_by_hop(&mut parts.headers, server_upgrade.is_some());
     if !(chained_plain && state.forward_proxy_auth) {

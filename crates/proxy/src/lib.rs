@@ -24,7 +24,6 @@ mod attribution;
 mod body;
 mod config;
 mod connect;
-mod engine;
 mod error;
 mod flow;
 mod forward;
@@ -47,12 +46,13 @@ use tokio::task::JoinHandle;
 pub use config::{
     IpNet, ListenerConfig, ProxyConfig, RuntimeConfig, UnknownClients, UpstreamProxy,
 };
-pub use engine::{Engine, EngineConfig, MessageMeta, MessageScanner, ScanOutcome};
 pub use error::{Error, ErrorClass};
 pub use limits::Limits;
 pub use mitm::CertificateAuthority;
 pub use sink::{FindingSink, FlowHandling, FlowRecord};
 pub use stats::ProxyStats;
+/// The core scanning engine the proxy feeds (re-exported for convenience).
+pub use traffic_guardian_core::{Engine, EngineConfig};
 
 use attribution::Attribution;
 use flow::Shared;

@@ -207,7 +207,9 @@ impl Blob {
 
     /// Appends the blob to `out` if it qualifies and was not seen before.
     fn report(&self, input: &[u8], min_len: usize, scan_from: usize, out: &mut Vec<Range<usize>>) {
-        if self.start < scan_from {
+        // Most probes land in words, far shorter than a blob: the length
+        // bound (which counts line breaks too) rules them out unread.
+        if self.start < scan_from || self.end - self.start < min_len {
             return;
         }
         let body = &input[self.start..self.end];

@@ -21,6 +21,13 @@ pub enum Check {
     PathNotFollowedBy(&'static str),
     /// An `rm` invocation whose flags include recursive deletion.
     RecursiveRm,
+    /// The match starts a path or a word: it is at the start of the view or
+    /// follows whitespace, a quote, `=`, `:`, `/`, `\\`, `~`, `(`, `[` or `,`.
+    /// (Patterns start with their literal so the regex can skip ahead; the
+    /// boundary is checked here.)
+    PathStart,
+    /// Like [`Check::Token`], and the match does not follow a digit.
+    TokenNotAfterDigit,
 }
 
 /// What a check sees: the whole view, the match and its `secret` group.
@@ -37,6 +44,19 @@ pub struct Candidate<'a> {
 }
 
 impl Check {
+    /// Whether the check reads capture groups (`secret`, `flags`) rather
+    /// than only the match span and its surroundings.
+    pub fn needs_groups(self) -> bool {
+        matches!(
+            self,
+            Check::Token
+                | Check::NotFollowedBy(_)
+                | Check::PemBody
+                | Check::RecursiveRm
+                | Check::TokenNotAfterDigit
+        )
+    }
+
     /// Whether the candidate passes.
     pub fn accepts(self, c: &Candidate<'_>) -> bool {
         let secret = c.secret.clone().unwrap_or_else(|| c.span.clone());
@@ -49,6 +69,11 @@ impl Check {
             }
             Check::PathNotFollowedBy(suffix) => !followed_by(c.view, c.span.end, suffix),
             Check::PemBody => pem_body(secret),
+            Check::PathStart => c.span.start == 0 || is_path_boundary(c.view[c.span.start - 1]),
+            Check::TokenNotAfterDigit => {
+                looks_generated(secret)
+                    && (c.span.start == 0 || !c.view[c.span.start - 1].is_ascii_digit())
+            }
             Check::RecursiveRm => {
                 let flags = c
                     .flags
@@ -61,8 +86,13 @@ impl Check {
     }
 }
 
+fn is_path_boundary(b: u8) -> bool {
+    b.is_ascii_whitespace() || b"\"'=:/\\~([,`".contains(&b)
+}
+
 fn followed_by(view: &[u8], at: usize, suffix: &str) -> bool {
-    view.get(at..).is_some_and(|rest| rest.starts_with(suffix.as_bytes()))
+    view.get(at..)
+        .is_some_and(|rest| rest.starts_with(suffix.as_bytes()))
 }
 
 /// Shannon entropy in bits per byte.
@@ -87,8 +117,19 @@ pub fn entropy(bytes: &[u8]) -> f64 {
 
 /// Placeholder words that mark documentation examples, not live secrets.
 const PLACEHOLDERS: &[&[u8]] = &[
-    b"EXAMPLE", b"example", b"Example", b"XXXXXXXX", b"xxxxxxxx", b"REDACTED", b"redacted",
-    b"PLACEHOLDER", b"placeholder", b"your_", b"YOUR_", b"your-", b"<your",
+    b"EXAMPLE",
+    b"example",
+    b"Example",
+    b"XXXXXXXX",
+    b"xxxxxxxx",
+    b"REDACTED",
+    b"redacted",
+    b"PLACEHOLDER",
+    b"placeholder",
+    b"your_",
+    b"YOUR_",
+    b"your-",
+    b"<your",
 ];
 
 /// Whether `token` looks like a generated credential rather than a word,
@@ -157,7 +198,10 @@ mod tests {
         check("aaaaaaaaaaaaaaaaaaaaaaaaaaaa", false);
         check("your_api_key_goes_here_1234", false);
         check("short", false);
-        check("3f7a9c1e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a", true);
+        check(
+            "3f7a9c1e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a",
+            true,
+        );
     }
 
     #[test]

