@@ -16,9 +16,9 @@ use crate::flow::{Flow, FlowMeta};
 use crate::forward::scan_head;
 use crate::listener::ClientConn;
 use crate::mitm;
-use crate::shutdown::Phase;
+use crate::shutdown::{Phase, PhaseWatch};
 use crate::sink::FlowHandling;
-use crate::upstream::Target;
+use crate::upstream::{BoxIo, Io, Target};
 
 pub(crate) async fn handle(
     conn: &Arc<ClientConn>,
@@ -86,45 +86,57 @@ pub(crate) async fn handle(
         tokio::spawn(async move {
             let _live = live;
             match on_upgrade.await {
-                Ok(upgraded) => mitm::serve(conn, upgraded, target, runtime, tunnel_auth).await,
+                Ok(upgraded) => {
+                    let session = mitm::Session {
+                        target,
+                        runtime,
+                        tunnel_auth,
+                    };
+                    mitm::serve(conn, upgraded, session, flow).await;
+                }
                 Err(err) => flow.set_error(format!("client did not start the tunnel: {err}")),
             }
-            drop(flow);
         });
         return Ok(Response::new(empty()));
     }
 
     // Reach the destination first, so a failure is a clear 502/504.
-    let mut upstream = state
+    let upstream = state
         .upstream
         .tunnel(&dest, tunnel_auth.as_ref())
         .await
         .inspect_err(|err| flow.set_error(err.to_string()))?;
     flow.set_status(200);
     let live = state.conns.track();
-    let mut phase = state.phase.clone();
+    let phase = state.phase.clone();
     tokio::spawn(async move {
         let _live = live;
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                flow.set_error(format!("client did not start the tunnel: {err}"));
-                return;
-            }
-        };
-        let mut client = TokioIo::new(upgraded);
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
-                Ok((out, back)) => {
-                    flow.add_bytes(Direction::Outbound, out);
-                    flow.add_bytes(Direction::Inbound, back);
-                }
-                Err(err) => flow.set_error(format!("tunnel failed: {err}")),
-            },
-            () = phase.reached(Phase::Cut) => flow.set_error("cut at shutdown".into()),
+        match on_upgrade.await {
+            Ok(upgraded) => splice(&flow, TokioIo::new(upgraded), upstream, phase).await,
+            Err(err) => flow.set_error(format!("client did not start the tunnel: {err}")),
         }
     });
     Ok(Response::new(empty()))
+}
+
+/// Copies bytes both ways until either side closes (or the shutdown
+/// deadline passes), counting them on the flow.
+pub(crate) async fn splice(
+    flow: &Flow,
+    mut client: impl Io,
+    mut upstream: BoxIo,
+    mut phase: PhaseWatch,
+) {
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+            Ok((out, back)) => {
+                flow.add_bytes(Direction::Outbound, out);
+                flow.add_bytes(Direction::Inbound, back);
+            }
+            Err(err) => flow.set_error(format!("tunnel failed: {err}")),
+        },
+        () = phase.reached(Phase::Cut) => flow.set_error("cut at shutdown".into()),
+    }
 }
 
 /// Whether `host` is on the passthrough list: `example.com` matches that

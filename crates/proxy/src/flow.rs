@@ -48,6 +48,9 @@ pub(crate) struct FlowMeta {
 struct Outcome {
     status: Option<u16>,
     error: Option<String>,
+    /// Set when the flow ended up handled otherwise than planned (a
+    /// CONNECT meant for inspection that carried no TLS).
+    handling: Option<FlowHandling>,
 }
 
 /// A live flow. Shared by its request and response bodies (and any scan
@@ -110,6 +113,13 @@ impl Flow {
     pub(crate) fn set_status(&self, status: u16) {
         if let Ok(mut outcome) = self.outcome.lock() {
             outcome.status = Some(status);
+        }
+    }
+
+    /// Records that the flow was handled otherwise than planned.
+    pub(crate) fn set_handling(&self, handling: FlowHandling) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome.handling = Some(handling);
         }
     }
 
@@ -185,7 +195,8 @@ impl Drop for Flow {
         add(&stats.bytes_in, bytes_in);
         add(&stats.scanned_bytes, scanned);
         add(&stats.unscanned_bytes, unscanned);
-        match (self.meta.handling, self.meta.protocol) {
+        let handling = outcome.handling.unwrap_or(self.meta.handling);
+        match (handling, self.meta.protocol) {
             (FlowHandling::Tunnelled, _) => add(&stats.flows_tunnelled, 1),
             // The CONNECT that opens an inspected session: its exchanges
             // are the inspected flows.
@@ -199,7 +210,7 @@ impl Drop for Flow {
             flow_id: meta.id.clone(),
             runtime: meta.runtime.clone(),
             protocol: meta.protocol,
-            handling: meta.handling,
+            handling,
             client: meta.client,
             dest: meta.dest.clone(),
             method: meta.method.clone(),

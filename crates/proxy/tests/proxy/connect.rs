@@ -99,3 +99,86 @@ async fn connect_findings_from_the_connect_head_carry_protocol_connect() {
     assert_eq!(finding.method.as_deref(), Some("CONNECT"));
     guardian.stop().await;
 }
+
+#[tokio::test]
+async fn a_connect_without_tls_is_tunnelled_even_for_inspected_runtimes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = UpstreamServer::start(vec![("/x", Reply::text("plain inside connect"))]).await;
+    let guardian = Guardian::start(|_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(guardian.addr).await.unwrap();
+    let dest = upstream.addr();
+    stream
+        .write_all(format!("CONNECT {dest} HTTP/1.1\r\nhost: {dest}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    stream
+        .write_all(
+            format!("GET /x HTTP/1.1\r\nhost: {dest}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        crate::harness::PATIENCE,
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(response.ends_with("plain inside connect"), "{response}");
+    drop(stream);
+    let flow = guardian.sink.flows("CONNECT", 1).await.remove(0);
+    assert_eq!(flow.handling, FlowHandling::Tunnelled);
+    assert!(flow.bytes_in > 0);
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_upstream_proxy_hits_the_connect_timeout_with_504() {
+    use std::time::Duration;
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let guardian = Guardian::start(|config| {
+        config.runtimes = vec![RuntimeConfig::named("agent")];
+        config.upstream_proxy = Some(traffic_guardian_proxy::UpstreamProxy::new(
+            silent.to_string(),
+        ));
+        config.limits.upstream_connect_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let out = traffic_guardian_test_support::Curl::new(guardian.addr)
+        .args(["-w", "%{http_connect}", "-o", "/dev/null"])
+        .arg_url("https://127.0.0.1:9/")
+        .run()
+        .await;
+    assert_eq!(out.text(), "504", "{}", out.stderr);
+    let flow = guardian.sink.flows("CONNECT", 1).await.remove(0);
+    assert!(
+        flow.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{flow:?}"
+    );
+    guardian.stop().await;
+    holder.abort();
+}
