@@ -44,36 +44,33 @@ impl Drop for InFlight {
 }
 
 /// Wraps a stream; reads and writes fail with `TimedOut` once the stream
-/// was idle for `timeout`.
+/// was idle for between one and two `timeout`s.
+///
+/// The hot path only sets a flag: the timer fires every `timeout`, and a
+/// period with any I/O (or a request in flight) re-arms it.
 #[derive(Debug)]
 pub(crate) struct IdleIo<T> {
     inner: T,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
-    last_reset: Instant,
+    moved: bool,
     activity: Arc<Activity>,
 }
 
 impl<T> IdleIo<T> {
     pub(crate) fn new(inner: T, timeout: Duration, activity: Arc<Activity>) -> IdleIo<T> {
-        let now = Instant::now();
         IdleIo {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep_until(now + timeout)),
-            last_reset: now,
+            deadline: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            moved: false,
             activity,
         }
     }
 
-    /// Pushes the deadline out. Cheap: the timer is only touched when the
-    /// last push is more than a second old.
+    /// Notes that bytes moved in this period.
     fn touch(&mut self) {
-        let now = Instant::now();
-        if now.duration_since(self.last_reset) >= Duration::from_secs(1) {
-            self.last_reset = now;
-            self.deadline.as_mut().reset(now + self.timeout);
-        }
+        self.moved = true;
     }
 
     /// Called when the inner stream is pending: errors once idle too long.
@@ -82,15 +79,14 @@ impl<T> IdleIo<T> {
             if self.deadline.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
-            if !self.activity.busy() {
+            if !self.moved && !self.activity.busy() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "connection idle too long",
                 ));
             }
-            let now = Instant::now();
-            self.last_reset = now;
-            self.deadline.as_mut().reset(now + self.timeout);
+            self.moved = false;
+            self.deadline.as_mut().reset(Instant::now() + self.timeout);
         }
     }
 }
@@ -197,5 +193,27 @@ mod tests {
         // Idle and nothing in flight: the read fails after the timeout.
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_moving_is_never_idle() {
+        let activity = Arc::new(Activity::default());
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = IdleIo::new(a, Duration::from_secs(10), activity);
+        // The reader waits in a pending read between bytes, so the idle
+        // timer is checked while it waits.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1];
+            for _ in 0..10 {
+                io.read_exact(&mut buf).await.map_err(|e| e.kind())?;
+            }
+            Ok::<_, io::ErrorKind>(())
+        });
+        // A byte every 6 s for a minute: six timeouts' worth of time.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            b.write_all(b"z").await.unwrap();
+        }
+        assert_eq!(reader.await.unwrap(), Ok(()));
     }
 }
