@@ -127,9 +127,8 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.feed(data);
                 }
-                if this.inner.is_end_stream() {
-                    this.end(true);
-                }
+                // The last frame goes out first; the scan finishes on the
+                // next poll or when the body is dropped, whichever comes.
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {

@@ -18,8 +18,8 @@ pub struct Limits {
     /// request. Default 30 s.
     pub header_read_timeout: Duration,
     /// A client connection or tunnel with no bytes moving in either
-    /// direction and no request in flight for this long is closed.
-    /// Default 5 min.
+    /// direction and no request in flight for this long (checked once per
+    /// period, so between one and two periods) is closed. Default 5 min.
     pub idle_timeout: Duration,
     /// Most client connections open at once; more are answered `503` and
     /// closed. Default 4096.

@@ -157,7 +157,7 @@ pub(crate) async fn accept_loop(
             continue;
         };
         add(&stats.connections_total, 1);
-        add(&stats.connections_open, 1);
+        let open = OpenConnection::new(&state);
         let live = state.conns.track();
         let conn = Arc::new(ClientConn {
             state: state.clone(),
@@ -168,20 +168,26 @@ pub(crate) async fn accept_loop(
             next_request: AtomicU64::new(1),
         });
         tokio::spawn(async move {
-            serve(conn.clone(), stream).await;
-            add_sub(&conn.state);
-            drop(slot);
-            drop(live);
+            serve(conn, stream).await;
+            drop((open, slot, live));
         });
     }
 }
 
-fn add_sub(state: &ProxyState) {
-    state
-        .shared
-        .stats
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+/// Counts a client connection as open while it lives.
+struct OpenConnection(Arc<crate::stats::Stats>);
+
+impl OpenConnection {
+    fn new(state: &ProxyState) -> OpenConnection {
+        add(&state.shared.stats.connections_open, 1);
+        OpenConnection(state.shared.stats.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Over the connection limit: a short 503, then close.

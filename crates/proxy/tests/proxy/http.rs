@@ -236,6 +236,8 @@ async fn every_request_on_a_keep_alive_connection_is_scanned() {
     );
     let stats = guardian.stop().await;
     assert_eq!(stats.connections_total, 1, "curl reused one connection");
+    assert_eq!(stats.connections_open, 0);
+    assert_eq!(stats.flows_inspected, 2);
     assert_eq!(stats.requests, 2);
 }
 

@@ -119,6 +119,10 @@ async fn runtimes_by_user_by_listener_and_refusal_of_unknown_clients() {
                 ..RuntimeConfig::named("alice-rt")
             },
             RuntimeConfig::named("second"),
+            RuntimeConfig {
+                source_nets: vec!["127.0.0.2/32".parse().unwrap()],
+                ..RuntimeConfig::named("by-source")
+            },
         ];
         config.listeners.push(ListenerConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -160,6 +164,28 @@ async fn runtimes_by_user_by_listener_and_refusal_of_unknown_clients() {
                 .cloned()
         })
         .await;
+
+    // A client from 127.0.0.2 belongs to the runtime of that network.
+    let out = guardian
+        .curl()
+        .args(["--fail", "--interface", "127.0.0.2", "--data-binary", &body])
+        .arg_url(&url)
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let finding = guardian
+        .sink
+        .wait("a finding for the source network's runtime", |f, _| {
+            f.iter()
+                .find(|f| f.runtime.as_deref() == Some("by-source"))
+                .cloned()
+        })
+        .await;
+    assert!(
+        finding.source.starts_with("127.0.0.2:"),
+        "{}",
+        finding.source
+    );
     guardian.stop().await;
 }
 
