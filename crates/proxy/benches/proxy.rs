@@ -241,10 +241,28 @@ struct Measured {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time per request of this process (load generator and upstream)
+    /// and of the guardian, in microseconds.
+    cpu_us: (f64, f64),
 }
 
-async fn run(s: &Scenario) -> Measured {
+/// User plus system CPU time of a process so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
+async fn run(s: &Scenario, guardian_pid: &str) -> Measured {
     let start = Instant::now();
+    let mut cpu_before = None;
     let measure_from = start + WARMUP;
     let end = measure_from + MEASURE;
     let mut tasks = Vec::new();
@@ -278,16 +296,25 @@ async fn run(s: &Scenario) -> Measured {
             }
         }));
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    cpu_before = cpu_before.or(Some((cpu_ticks("self"), cpu_ticks(guardian_pid))));
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await.unwrap());
     }
+    let (own_before, guardian_before) = cpu_before.unwrap_or_default();
+    let per_request = |ticks: u64| ticks as f64 * 10_000.0 / all.len().max(1) as f64;
+    let cpu_us = (
+        per_request(cpu_ticks("self") - own_before),
+        per_request(cpu_ticks(guardian_pid) - guardian_before),
+    );
     all.sort();
     let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Measured {
         rps: all.len() as f64 / MEASURE.as_secs_f64(),
         p50: pick(0.50),
         p99: pick(0.99),
+        cpu_us,
     }
 }
 
@@ -353,14 +380,14 @@ async fn parent() {
         MEASURE, WARMUP
     );
     println!(
-        "{:<32} {:>10} {:>10} {:>10} {:>12}",
-        "scenario", "req/s", "p50", "p99", "vs direct"
+        "{:<32} {:>10} {:>10} {:>10} {:>12} {:>22}",
+        "scenario", "req/s", "p50", "p99", "vs direct", "CPU µs/req (load+up/gd)"
     );
     let mut results = Vec::new();
     let mut rounds: Vec<Vec<Measured>> = (0..scenarios.len()).map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (i, s) in scenarios.iter().enumerate() {
-            rounds[i].push(run(s).await);
+            rounds[i].push(run(s, &guardian.child.id().to_string()).await);
         }
     }
     for (i, s) in scenarios.iter().enumerate() {
@@ -374,9 +401,13 @@ async fn parent() {
             }
             Route::Direct => "baseline".into(),
         };
+        let cpu = match s.route {
+            Route::Guardian(_) => format!("{:.0} / {:.0}", m.cpu_us.0, m.cpu_us.1),
+            Route::Direct => format!("{:.0} / -", m.cpu_us.0),
+        };
         println!(
-            "{:<32} {:>10.0} {:>10.2?} {:>10.2?} {:>12}",
-            s.name, m.rps, m.p50, m.p99, ratio
+            "{:<32} {:>10.0} {:>10.2?} {:>10.2?} {:>12} {:>22}",
+            s.name, m.rps, m.p50, m.p99, ratio, cpu
         );
         results.push(m);
     }

@@ -221,35 +221,36 @@ impl Upstream {
         }
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
+        // Newest first. A connection still finishing its last exchange
+        // stays for later; closed or stale ones are dropped.
+        let mut busy = Vec::new();
+        let mut found = None;
         while let Some((sender, since)) = list.pop() {
-            if since.elapsed() < IDLE_EXPIRY && sender.is_ready() && !sender.is_closed() {
-                return Some(Sender::H1(sender));
+            if since.elapsed() >= IDLE_EXPIRY || sender.is_closed() {
+                continue;
             }
+            if sender.is_ready() {
+                found = Some(Sender::H1(sender));
+                break;
+            }
+            busy.push((sender, since));
         }
-        None
+        list.extend(busy.into_iter().rev());
+        found
     }
 
-    fn checkin(self: &Arc<Self>, key: PoolKey, mut sender: http1::SendRequest<ProxyBody>) {
-        let put = |this: &Upstream, key: PoolKey, sender| {
-            if let Ok(mut idle) = this.idle.lock() {
-                let list = idle.entry(key).or_default();
-                if list.len() < MAX_IDLE_PER_KEY {
-                    list.push((sender, Instant::now()));
-                }
-            }
-        };
-        if sender.is_ready() {
-            put(self, key, sender);
+    /// Returns an HTTP/1 connection whose response has ended. It may need a
+    /// moment to be ready again; `checkout` only hands out ready ones.
+    fn checkin(&self, key: PoolKey, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
             return;
         }
-        // The connection finishes its bookkeeping for the ended response
-        // right after; wait for it off the request path.
-        let this = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                put(&this, key, sender);
+        if let Ok(mut idle) = self.idle.lock() {
+            let list = idle.entry(key).or_default();
+            if list.len() < MAX_IDLE_PER_KEY {
+                list.push((sender, Instant::now()));
             }
-        });
+        }
     }
 
     async fn dispatch(
