@@ -12,8 +12,10 @@ use crate::limits::Limits;
 use crate::mitm::CertificateAuthority;
 use traffic_guardian_core::Engine;
 
-/// Everything [`crate::Proxy::start`] needs.
+/// Everything [`crate::Proxy::start`] needs. Start from
+/// [`ProxyConfig::new`] and set the fields that differ from the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProxyConfig {
     /// Where to listen. At least one. A listener may be bound to a runtime,
     /// so every client on it is attributed to that runtime.
@@ -42,7 +44,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// How many leaf server configs are kept for reuse. Default 1024.
     pub leaf_cache_capacity: usize,
-    /// The scanning engine.
+    /// The scanning engine. Its `max_scan_bytes` is the per-message body
+    /// budget: beyond it bytes still flow, unscanned.
     pub engine: Engine,
 }
 

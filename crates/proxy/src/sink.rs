@@ -35,6 +35,7 @@ pub enum FlowHandling {
 
 /// Metadata of one finished flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlowRecord {
     /// Names the flow; findings of the flow carry the same id.
     pub flow_id: String,

@@ -44,6 +44,9 @@ pub enum Reply {
     UpgradeEcho,
     /// Never answers (for response timeouts).
     Hang,
+    /// A chunked body followed by one trailer field (announced in a
+    /// `Trailer` header, as HTTP/1.1 requires).
+    Trailers(Bytes, &'static str, &'static str),
     /// An empty body with this status.
     Status(u16),
 }
@@ -314,6 +317,19 @@ fn answer(
                 .insert("connection", HeaderValue::from_static("upgrade"));
             response
         }
+        Reply::Trailers(body, name, value) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let frames = vec![Frame::data(body), Frame::trailers(trailers)];
+            let mut response = Response::new(FramesBody { frames }.boxed_unsync());
+            response
+                .headers_mut()
+                .insert("trailer", HeaderValue::from_static(name));
+            response
+        }
         // The service never gets here for `Hang`: it waits forever first.
         Reply::Hang => Response::new(full(Bytes::new())),
         Reply::Status(code) => {
@@ -361,5 +377,25 @@ impl http_body::Body for ChannelBody {
         self.rx
             .poll_recv(cx)
             .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
+
+/// A body made of the given frames, in order.
+struct FramesBody {
+    frames: Vec<Frame<Bytes>>,
+}
+
+impl http_body::Body for FramesBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.frames.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::Poll::Ready(Some(Ok(self.frames.remove(0))))
     }
 }

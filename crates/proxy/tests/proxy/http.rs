@@ -419,3 +419,32 @@ async fn large_download_streams_through() {
     );
     guardian.stop().await;
 }
+
+#[tokio::test]
+async fn response_trailers_pass_through() {
+    let upstream = UpstreamServer::start(vec![(
+        "/t",
+        Reply::Trailers(Bytes::from_static(b"payload"), "x-checksum", "abc123"),
+    )])
+    .await;
+    let guardian = Guardian::start(|_| {}).await;
+    let mut stream = TcpStream::connect(guardian.addr).await.unwrap();
+    let head = format!(
+        "GET {} HTTP/1.1\r\nhost: {}\r\nte: trailers\r\nconnection: close\r\n\r\n",
+        upstream.url("http", "/t"),
+        upstream.addr()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(raw.contains("payload"), "{raw}");
+    assert!(
+        raw.contains("\r\n0\r\nx-checksum: abc123\r\n"),
+        "trailer lost: {raw:?}"
+    );
+    guardian.stop().await;
+}
