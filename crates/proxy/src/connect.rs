@@ -82,9 +82,7 @@ pub(crate) async fn handle(
     if inspect {
         flow.set_status(200);
         let conn = conn.clone();
-        let live = state.conns.track();
         tokio::spawn(async move {
-            let _live = live;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let session = mitm::Session {
@@ -107,10 +105,10 @@ pub(crate) async fn handle(
         .await
         .inspect_err(|err| flow.set_error(err.to_string()))?;
     flow.set_status(200);
-    let live = state.conns.track();
     let phase = state.phase.clone();
+    let conn = conn.clone();
     tokio::spawn(async move {
-        let _live = live;
+        let _conn = conn;
         match on_upgrade.await {
             Ok(upgraded) => splice(&flow, TokioIo::new(upgraded), upstream, phase).await,
             Err(err) => flow.set_error(format!("client did not start the tunnel: {err}")),

@@ -206,10 +206,10 @@ fn tunnel_upgrade(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
 ) {
-    let live = conn.state.conns.track();
     let mut phase = conn.state.phase.clone();
+    let conn = conn.clone();
     tokio::spawn(async move {
-        let _live = live;
+        let _conn = conn;
         let (client, server) = match tokio::try_join!(client, server) {
             Ok(pair) => pair,
             Err(err) => {

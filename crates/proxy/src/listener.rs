@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::attribution::{Attribution, Runtime};
 use crate::flow::Shared;
@@ -18,7 +18,7 @@ use crate::forward;
 use crate::idle::{Activity, IdleIo};
 use crate::limits::Limits;
 use crate::mitm::LeafCache;
-use crate::shutdown::{Phase, PhaseWatch, Tracker};
+use crate::shutdown::{Phase, PhaseWatch, TrackGuard, Tracker};
 use crate::stats::add;
 use crate::upstream::Upstream;
 
@@ -98,7 +98,10 @@ impl ProxyState {
     }
 }
 
-/// One client connection.
+/// One client connection. Tunnels and upgraded streams that outlive the
+/// HTTP connection hold it too, so its connection slot, its place in the
+/// open count and the shutdown tracker last as long as any of its bytes
+/// still move.
 #[derive(Debug)]
 pub(crate) struct ClientConn {
     pub(crate) state: Arc<ProxyState>,
@@ -107,6 +110,9 @@ pub(crate) struct ClientConn {
     pub(crate) activity: Arc<Activity>,
     id: u64,
     next_request: AtomicU64,
+    _slot: OwnedSemaphorePermit,
+    _open: OpenConnection,
+    _live: TrackGuard,
 }
 
 impl ClientConn {
@@ -157,8 +163,6 @@ pub(crate) async fn accept_loop(
             continue;
         };
         add(&stats.connections_total, 1);
-        let open = OpenConnection::new(&state);
-        let live = state.conns.track();
         let conn = Arc::new(ClientConn {
             state: state.clone(),
             peer,
@@ -166,15 +170,16 @@ pub(crate) async fn accept_loop(
             activity: Arc::new(Activity::default()),
             id: state.next_conn.fetch_add(1, Ordering::Relaxed),
             next_request: AtomicU64::new(1),
+            _slot: slot,
+            _open: OpenConnection::new(&state),
+            _live: state.conns.track(),
         });
-        tokio::spawn(async move {
-            serve(conn, stream).await;
-            drop((open, slot, live));
-        });
+        tokio::spawn(serve(conn, stream));
     }
 }
 
 /// Counts a client connection as open while it lives.
+#[derive(Debug)]
 struct OpenConnection(Arc<crate::stats::Stats>);
 
 impl OpenConnection {

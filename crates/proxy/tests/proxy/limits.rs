@@ -217,3 +217,32 @@ async fn requests_to_the_guardian_itself_are_refused() {
     let stats = guardian.stop().await;
     assert_eq!(stats.connections_total, 2, "no connection looped back in");
 }
+
+#[tokio::test]
+async fn open_tunnels_count_against_the_connection_limit() {
+    let upstream = UpstreamServer::start(vec![("/x", Reply::text("ok"))]).await;
+    let guardian = Guardian::start(|config| {
+        config.limits.max_connections = 1;
+        config.runtimes = vec![RuntimeConfig::named("agent")];
+    })
+    .await;
+    let mut tunnel = TcpStream::connect(guardian.addr).await.unwrap();
+    let dest = upstream.addr();
+    tunnel
+        .write_all(format!("CONNECT {dest} HTTP/1.1\r\nhost: {dest}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(PATIENCE, tunnel.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The HTTP side of that connection is done; the tunnel still holds the slot.
+    let (code, _) = status_of(guardian.curl(), &upstream.url("http", "/x")).await;
+    assert_eq!(code, "503");
+    drop(tunnel);
+    guardian.sink.flows("CONNECT", 1).await;
+    let stats = guardian.stop().await;
+    assert_eq!(stats.connections_open, 0);
+}
