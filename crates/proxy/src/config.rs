@@ -100,6 +100,18 @@ impl ProxyConfig {
                 return Err(format!("runtime {:?} is configured twice", runtime.name));
             }
         }
+        if let Some(proxy) = &self.upstream_proxy {
+            if proxy.addr.starts_with("https://") {
+                return Err("upstream_proxy: only http:// upstream proxies are supported".into());
+            }
+            if proxy
+                .authority()
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(format!("upstream_proxy: {:?} is not host:port", proxy.addr));
+            }
+        }
         if self.leaf_cache_capacity == 0 {
             return Err("leaf_cache_capacity must be at least 1".into());
         }
@@ -286,6 +298,8 @@ impl fmt::Display for IpNet {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn check(net: &str, ip: &str, inside: bool) {
@@ -306,6 +320,64 @@ mod tests {
         check("fd00::/8", "fd12::1", true);
         check("127.0.0.0/8", "::ffff:127.0.0.1", true);
         check("::/0", "127.0.0.1", false);
+    }
+
+    fn check_config(edit: impl FnOnce(&mut ProxyConfig), expect: Option<&str>) {
+        let mut config = ProxyConfig::new(Engine::builtin()).listen("127.0.0.1:0".parse().unwrap());
+        edit(&mut config);
+        match (config.validate(), expect) {
+            (Ok(()), None) => {}
+            (Err(err), Some(part)) => assert!(err.contains(part), "{err}"),
+            (got, want) => panic!("got {got:?}, want an error containing {want:?}"),
+        }
+    }
+
+    #[test]
+    fn configs_that_cannot_work_are_refused_with_a_reason() {
+        check_config(|_| {}, None);
+        check_config(|c| c.listeners.clear(), Some("at least one listener"));
+        check_config(
+            |c| c.listeners[0].runtime = Some("ghost".into()),
+            Some("runtime \"ghost\", which is not configured"),
+        );
+        check_config(
+            |c| c.runtimes = vec![RuntimeConfig::named("a"), RuntimeConfig::named("a")],
+            Some("configured twice"),
+        );
+        check_config(
+            |c| {
+                c.runtimes = vec![RuntimeConfig {
+                    https_inspection: true,
+                    ..RuntimeConfig::named("a")
+                }]
+            },
+            Some("no certificate authority"),
+        );
+        check_config(|c| c.limits.max_connections = 0, Some("max_connections"));
+        check_config(
+            |c| c.upstream_proxy = Some(UpstreamProxy::new("https://gw:443")),
+            Some("only http://"),
+        );
+        check_config(
+            |c| c.upstream_proxy = Some(UpstreamProxy::new("gateway")),
+            Some("is not host:port"),
+        );
+        check_config(
+            |c| c.limits.idle_timeout = Duration::ZERO,
+            Some("idle_timeout"),
+        );
+    }
+
+    #[test]
+    fn upstream_proxy_addresses_accept_a_scheme() {
+        assert_eq!(
+            UpstreamProxy::new("http://127.0.0.1:10255/").authority(),
+            "127.0.0.1:10255"
+        );
+        assert_eq!(
+            UpstreamProxy::new("onecli:10255").authority(),
+            "onecli:10255"
+        );
     }
 
     #[test]
