@@ -7,21 +7,20 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::{HOST, PROXY_AUTHORIZATION};
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{OnEnd, ProxyBody, empty};
+mod dial;
+mod shape;
+
+use crate::body::{OnEnd, ProxyBody};
 use crate::config::{ProxyConfig, UpstreamProxy};
 use crate::error::Error;
+use shape::{shape_h1, shape_h2};
 
 /// Any byte stream the proxy talks over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -309,273 +308,9 @@ impl Upstream {
             None => Dispatch::Failed(Error::upstream_http(dest, err.error())),
         })
     }
-
-    async fn open(&self, key: &PoolKey) -> Result<Sender, Error> {
-        let dest = key.target.authority();
-        let connect = async {
-            if !key.target.https {
-                let io = match &self.proxy {
-                    Some(proxy) => tcp(proxy.authority()).await?,
-                    None => tcp(&dest).await?,
-                };
-                return handshake_h1(io, &dest).await;
-            }
-            let io = self.tunnel_io(&dest, key.tunnel_auth.as_ref()).await?;
-            let connector = if key.allow_h2 {
-                &self.tls_h2
-            } else {
-                &self.tls_h1
-            };
-            let name =
-                ServerName::try_from(key.target.host.clone()).map_err(|_| Error::UpstreamTls {
-                    dest: dest.clone(),
-                    reason: "not a valid TLS server name".into(),
-                })?;
-            let tls = connector
-                .connect(name, io)
-                .await
-                .map_err(|err| tls_error(&dest, err))?;
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io: BoxIo = Box::new(tls);
-            if h2 {
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(TokioIo::new(io))
-                    .await
-                    .map_err(|e| Error::upstream_http(&dest, &e))?;
-                tokio::spawn(async move {
-                    if let Err(err) = conn.await {
-                        tracing::debug!(error = %err, "upstream h2 connection ended");
-                    }
-                });
-                Ok(Sender::H2(sender))
-            } else {
-                handshake_h1(io, &dest).await
-            }
-        };
-        let sender = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| Error::UpstreamConnectTimeout {
-                dest: dest.clone(),
-                after: self.connect_timeout,
-            })??;
-        if let Sender::H2(h2) = &sender
-            && let Ok(mut pool) = self.h2.lock()
-        {
-            pool.insert(key.clone(), h2.clone());
-        }
-        Ok(sender)
-    }
-
-    /// A byte stream to `dest` (`host:port`): a TCP connection, or a
-    /// tunnel through the upstream proxy's CONNECT. Bounded by the connect
-    /// timeout.
-    pub(crate) async fn tunnel(
-        &self,
-        dest: &str,
-        tunnel_auth: Option<&HeaderValue>,
-    ) -> Result<BoxIo, Error> {
-        tokio::time::timeout(self.connect_timeout, self.tunnel_io(dest, tunnel_auth))
-            .await
-            .map_err(|_| Error::UpstreamConnectTimeout {
-                dest: dest.to_owned(),
-                after: self.connect_timeout,
-            })?
-    }
-
-    async fn tunnel_io(
-        &self,
-        dest: &str,
-        tunnel_auth: Option<&HeaderValue>,
-    ) -> Result<BoxIo, Error> {
-        let Some(proxy) = &self.proxy else {
-            return tcp(dest).await;
-        };
-        let io = tcp(proxy.authority()).await?;
-        let (mut sender, conn) = http1::handshake::<_, ProxyBody>(TokioIo::new(io))
-            .await
-            .map_err(|e| Error::upstream_http(proxy.authority(), &e))?;
-        tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(error = %err, "upstream proxy connection ended");
-            }
-        });
-        let mut req = Request::new(empty());
-        *req.method_mut() = Method::CONNECT;
-        *req.uri_mut() = dest
-            .parse()
-            .map_err(|_| Error::BadRequest("CONNECT target is not host:port".into()))?;
-        let host = HeaderValue::from_str(dest)
-            .map_err(|_| Error::BadRequest("CONNECT target is not host:port".into()))?;
-        req.headers_mut().insert(HOST, host);
-        if let Some(auth) = tunnel_auth {
-            req.headers_mut().insert(PROXY_AUTHORIZATION, auth.clone());
-        }
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(|e| Error::upstream_http(proxy.authority(), &e))?;
-        if !response.status().is_success() {
-            return Err(Error::UpstreamProxyRefused {
-                dest: dest.to_owned(),
-                status: response.status(),
-            });
-        }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(|e| Error::upstream_http(proxy.authority(), &e))?;
-        Ok(Box::new(TokioIo::new(upgraded)))
-    }
 }
 
 enum Dispatch {
     Retry(Box<Request<ProxyBody>>),
     Failed(Error),
-}
-
-async fn tcp(addr: &str) -> Result<BoxIo, Error> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| Error::UpstreamConnect {
-            dest: addr.to_owned(),
-            source,
-        })?;
-    // Small writes (SSE events, interactive traffic) must not wait.
-    let _ = stream.set_nodelay(true);
-    Ok(Box::new(stream))
-}
-
-async fn handshake_h1(io: BoxIo, dest: &str) -> Result<Sender, Error> {
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| Error::upstream_http(dest, &e))?;
-    tokio::spawn(async move {
-        if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(error = %err, "upstream connection ended");
-        }
-    });
-    Ok(Sender::H1(sender))
-}
-
-fn tls_error(dest: &str, err: std::io::Error) -> Error {
-    let reason = match err
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::InvalidCertificate(why)) => {
-            format!("certificate verification failed: {why:?}")
-        }
-        Some(other) => other.to_string(),
-        None => err.to_string(),
-    };
-    Error::UpstreamTls {
-        dest: dest.to_owned(),
-        reason,
-    }
-}
-
-/// HTTP/1.1 towards a server (origin-form) or an upstream proxy
-/// (absolute-form), with a `Host` header.
-fn shape_h1(mut req: Request<ProxyBody>, target: &Target, absolute: bool) -> Request<ProxyBody> {
-    *req.version_mut() = Version::HTTP_11;
-    let path = path_and_query(req.uri());
-    if !req.headers().contains_key(HOST) {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| target.host_header());
-        if let Ok(value) = HeaderValue::from_str(&authority) {
-            req.headers_mut().insert(HOST, value);
-        }
-    }
-    if !absolute {
-        *req.uri_mut() = Uri::from(path);
-    }
-    req
-}
-
-/// HTTP/2 needs scheme and authority in the URI, and no `Host` header.
-fn shape_h2(mut req: Request<ProxyBody>, target: &Target) -> Result<Request<ProxyBody>, Dispatch> {
-    *req.version_mut() = Version::HTTP_2;
-    let authority = req
-        .headers_mut()
-        .remove(HOST)
-        .and_then(|h| h.to_str().ok().map(str::to_owned))
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_else(|| target.host_header());
-    let path = path_and_query(req.uri());
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTPS)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| {
-            Dispatch::Failed(Error::BadRequest("request authority is not valid".into()))
-        })?;
-    *req.uri_mut() = uri;
-    Ok(req)
-}
-
-fn path_and_query(uri: &Uri) -> PathAndQuery {
-    uri.path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(host: &str, port: u16, https: bool) -> Target {
-        Target {
-            https,
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn authorities_bracket_ipv6_and_drop_default_ports() {
-        assert_eq!(target("::1", 8080, false).authority(), "[::1]:8080");
-        assert_eq!(target("::1", 443, true).host_header(), "[::1]");
-        assert_eq!(
-            target("example.com", 80, false).host_header(),
-            "example.com"
-        );
-        assert_eq!(
-            target("example.com", 8443, true).host_header(),
-            "example.com:8443"
-        );
-    }
-
-    #[test]
-    fn h1_requests_go_origin_form_to_servers_and_absolute_to_proxies() {
-        let t = target("example.com", 80, false);
-        let req = || {
-            let mut req = Request::new(empty());
-            *req.uri_mut() = "http://example.com/a?b=c".parse().unwrap();
-            req
-        };
-        let direct = shape_h1(req(), &t, false);
-        assert_eq!(direct.uri(), "/a?b=c");
-        assert_eq!(direct.headers()[HOST], "example.com");
-        let proxied = shape_h1(req(), &t, true);
-        assert_eq!(proxied.uri(), "http://example.com/a?b=c");
-    }
-
-    #[test]
-    fn h2_requests_carry_the_host_as_authority() {
-        let t = target("example.com", 443, true);
-        let mut req = Request::new(empty());
-        *req.uri_mut() = "/x?y".parse().unwrap();
-        req.headers_mut()
-            .insert(HOST, HeaderValue::from_static("example.com"));
-        let Ok(req) = shape_h2(req, &t) else {
-            panic!("shape failed")
-        };
-        assert_eq!(req.uri(), "https://example.com/x?y");
-        assert!(!req.headers().contains_key(HOST));
-    }
 }
