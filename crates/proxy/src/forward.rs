@@ -5,10 +5,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,6 +17,7 @@ use crate::body::{ProxyBody, ScanBody, text};
 use crate::connect;
 use crate::error::{Error, ErrorClass};
 use crate::flow::{Flow, FlowMeta};
+use crate::hop::{strip_hop_by_hop, wants_upgrade};
 use crate::listener::ClientConn;
 use crate::shutdown::Phase;
 use crate::sink::FlowHandling;
@@ -262,53 +260,6 @@ fn absolute_uri(uri: &Uri, target: &Target) -> Uri {
         .unwrap_or_else(|_| uri.clone())
 }
 
-/// Whether the request asks for a protocol upgrade (RFC 9110 §7.8).
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop fields (RFC 9110 §7.6.1): those `Connection` names,
-/// `Connection` itself and the well-known ones. With `upgrade`, `Upgrade`
-/// and `Connection: upgrade` stay so the next hop can switch protocols.
-/// `TE: trailers` is end-to-end in practice (gRPC) and stays.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if upgrade && name == UPGRADE {
-            continue;
-        }
-        headers.remove(name);
-    }
-    headers.remove(CONNECTION);
-    headers.remove("proxy-connection");
-    headers.remove("keep-alive");
-    headers.remove(TRANSFER_ENCODING);
-    let te_trailers = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(TE);
-    }
-    if upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
-    }
-}
-
 fn trim_brackets(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -344,85 +295,6 @@ pub(crate) fn error_response(conn: &ClientConn, err: Error, flow_id: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
-    fn check(input: &[(&str, &str)], upgrade: bool, expect: &[(&str, &str)]) {
-        let mut map = headers(input);
-        strip_hop_by_hop(&mut map, upgrade);
-        let mut got: Vec<(String, String)> = map
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-            .collect();
-        got.sort();
-        let mut expect: Vec<(String, String)> = expect
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        expect.sort();
-        assert_eq!(got, expect, "{input:?}");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go_end_to_end_ones_stay() {
-        check(
-            &[
-                ("connection", "keep-alive, x-hop"),
-                ("x-hop", "1"),
-                ("keep-alive", "timeout=5"),
-                ("x-end", "2"),
-            ],
-            false,
-            &[("x-end", "2")],
-        );
-        check(
-            &[
-                ("proxy-connection", "keep-alive"),
-                ("transfer-encoding", "chunked"),
-                ("te", "gzip"),
-                ("upgrade", "h2c"),
-            ],
-            false,
-            &[],
-        );
-        check(
-            &[("te", "trailers"), ("trailer", "x-sum")],
-            false,
-            &[("te", "trailers"), ("trailer", "x-sum")],
-        );
-        check(
-            &[
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-key", "k"),
-            ],
-            true,
-            &[
-                ("connection", "upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-key", "k"),
-            ],
-        );
-    }
-
-    #[test]
-    fn upgrade_needs_both_headers() {
-        assert!(wants_upgrade(&headers(&[
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "websocket")
-        ])));
-        assert!(!wants_upgrade(&headers(&[("upgrade", "websocket")])));
-        assert!(!wants_upgrade(&headers(&[("connection", "upgrade")])));
-    }
 
     #[test]
     fn absolute_uris_are_built_for_origin_form_targets() {

@@ -27,6 +27,7 @@ mod connect;
 mod error;
 mod flow;
 mod forward;
+mod hop;
 mod idle;
 mod limits;
 mod listener;
