@@ -79,6 +79,12 @@ impl TestCa {
     /// A TLS server config for `names` (DNS names or IP literals) signed by
     /// this CA, offering `h2` and `http/1.1`.
     pub fn server_config(&self, names: &[&str]) -> Arc<ServerConfig> {
+        self.server_config_with_alpn(names, &[b"h2", b"http/1.1"])
+    }
+
+    /// Like [`TestCa::server_config`], offering only the given ALPN
+    /// protocols.
+    pub fn server_config_with_alpn(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -97,7 +103,7 @@ impl TestCa {
                 .with_no_client_auth()
                 .with_single_cert(vec![cert.der().clone(), self.cert_der.clone()], key)
                 .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 }

@@ -121,3 +121,40 @@ async fn upstream_certificate_failure_is_a_clear_502() {
     let stats = guardian.stop().await;
     assert_eq!(stats.upstream_errors, 1);
 }
+
+#[tokio::test]
+async fn http2_clients_reach_http1_only_servers() {
+    let guardian = Guardian::start(|_| {}).await;
+    let upstream = UpstreamServer::start_tls(
+        vec![("/echo", Reply::Echo)],
+        guardian
+            .upstream_ca
+            .server_config_with_alpn(&["127.0.0.1"], &[b"http/1.1"]),
+    )
+    .await;
+    let body = format!("k={AI_KEY}");
+    let out = guardian
+        .curl()
+        .args([
+            "--http2",
+            "--fail",
+            "-w",
+            "\n%{http_version}",
+            "--data-binary",
+            &body,
+        ])
+        .arg_url(&upstream.url("https", "/echo?x=1"))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.text(), format!("{body}\n2"));
+    let seen = upstream.seen().remove(0);
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(
+        seen.uri, "/echo?x=1",
+        "origin-form towards an HTTP/1.1 server"
+    );
+    assert_eq!(seen.headers["host"], upstream.addr().to_string());
+    guardian.sink.finding("ai_api_key", "outbound").await;
+    guardian.stop().await;
+}
