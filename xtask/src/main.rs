@@ -1,5 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that need more than one cargo command.
 
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +14,8 @@ tasks:
   bench proxy  the guardian against a direct baseline in one run: req/s
                ratio, p50/p99 latency, peak RSS, a 1 GiB download, RSS at
                1,000 idle keep-alive connections (about 40 s)
+  fuzz [--seconds N | --smoke] [TARGET...]
+               run the fuzz targets for a bounded time (needs cargo-fuzz)
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())

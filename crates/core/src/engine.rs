@@ -129,6 +129,17 @@ struct Compiled {
     regex: Regex,
 }
 
+/// A match reported by [`Engine::matches`].
+#[derive(Debug, Clone)]
+pub struct Match {
+    /// The rule that matched.
+    pub rule: &'static Rule,
+    /// The whole match.
+    pub span: Range<usize>,
+    /// The parts every snippet masks; empty for indicators.
+    pub masks: Vec<Range<usize>>,
+}
+
 /// A match of one rule in one view, after its check passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RuleMatch {
@@ -242,6 +253,23 @@ impl Engine {
     /// The keyword list behind the prefilter, in pattern-id order.
     pub fn keywords(&self) -> &[&'static str] {
         &self.inner.keywords
+    }
+
+    /// Every rule match in one view, without decoding, segmenting or
+    /// findings: what matched where, for tests, fuzzing and tooling. The
+    /// spans index `view`.
+    pub fn matches(&self, view: &[u8], direction: Direction) -> Vec<Match> {
+        let mut windows = Vec::new();
+        let mut found = Vec::new();
+        self.find(view, direction, &mut windows, &mut found);
+        found
+            .into_iter()
+            .map(|m| Match {
+                rule: self.rule(m.rule),
+                span: m.span,
+                masks: m.masks,
+            })
+            .collect()
     }
 
     pub(crate) fn rule(&self, index: usize) -> &'static Rule {

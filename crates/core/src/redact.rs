@@ -11,11 +11,12 @@
 //! 3. the result is escaped (control, format and invalid bytes become
 //!    visible escapes) and bounded in length.
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::check::looks_generated;
+use crate::rules::check::entropy;
 
 /// What replaces a masked secret.
 pub const MASK: &str = "[REDACTED]";
@@ -174,7 +175,58 @@ pub fn looks_secret(token: &[u8]) -> bool {
     let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
     let upper = token.iter().any(u8::is_ascii_uppercase);
     let lower = token.iter().any(u8::is_ascii_lowercase);
-    (digits >= 2 || (upper && lower && token.len() >= 24)) && looks_generated(token)
+    // Unlike detection, masking has no placeholder or repeated-character
+    // exceptions: a generated secret glued to filler is still masked.
+    let threshold = (0.7 * (token.len() as f64).log2()).min(3.0);
+    (digits >= 2 || (upper && lower && token.len() >= 24)) && entropy(token) >= threshold
+}
+
+/// Fragments of known secrets this long are masked wherever they occur.
+pub const ECHO_FRAGMENT: usize = 12;
+/// Secrets longer than this (key blocks) are masked only where they matched;
+/// their lines are high-entropy tokens the generic masker catches anyway.
+const MAX_ECHO_BYTES: usize = 1024;
+
+/// Adds to `ranges` every place in `window` where a fragment of a secret in
+/// `masks` occurs, and every whole occurrence of a secret shorter than a
+/// fragment (8 bytes or more).
+fn mask_echoes(
+    view: &[u8],
+    window: Range<usize>,
+    masks: &[Range<usize>],
+    ranges: &mut Vec<Range<usize>>,
+) {
+    let mut fragments: HashSet<&[u8]> = HashSet::new();
+    let mut short: Vec<&[u8]> = Vec::new();
+    for mask in masks {
+        let Some(secret) = view.get(mask.clone()) else {
+            continue;
+        };
+        match secret.len() {
+            0..8 => {}
+            8..ECHO_FRAGMENT => short.push(secret),
+            ECHO_FRAGMENT..=MAX_ECHO_BYTES => fragments.extend(secret.windows(ECHO_FRAGMENT)),
+            _ => {}
+        }
+    }
+    if fragments.is_empty() && short.is_empty() {
+        return;
+    }
+    let from = window.start.saturating_sub(ECHO_FRAGMENT - 1);
+    let to = (window.end + ECHO_FRAGMENT - 1).min(view.len());
+    let area = &view[from..to];
+    if !fragments.is_empty() {
+        for (at, piece) in area.windows(ECHO_FRAGMENT).enumerate() {
+            if fragments.contains(piece) {
+                ranges.push(from + at..from + at + ECHO_FRAGMENT);
+            }
+        }
+    }
+    for secret in short {
+        for at in memchr::memmem::find_iter(area, secret) {
+            ranges.push(from + at..from + at + secret.len());
+        }
+    }
 }
 
 /// Appends `view[window]` to `out`, masked and escaped.
@@ -184,6 +236,11 @@ fn render(view: &[u8], window: Range<usize>, masks: &[Range<usize>], out: &mut S
         .map(|m| clamp(m.clone(), view.len()))
         .filter(|m| !m.is_empty() && m.end > window.start && m.start < window.end)
         .collect();
+    // A known secret, or a piece of one, may occur again where no rule
+    // recognised it (inside a longer token, or with a neighbouring byte
+    // decoded into it): every fragment of [`ECHO_FRAGMENT`] bytes of a known
+    // secret is masked wherever it occurs in the window.
+    mask_echoes(view, window.clone(), masks, &mut ranges);
     // Generic masking judges whole tokens, even where the window cuts them.
     let mut at = window.start;
     while at < window.end {
@@ -294,6 +351,30 @@ mod tests {
             5..15,
             &[12..15],
             "key: sk-ant-[REDACTED]",
+        );
+    }
+
+    #[test]
+    fn masks_every_occurrence_of_a_known_secret() {
+        // The second occurrence is where no rule matched, and the word is
+        // not one the generic masker would judge secret on its own.
+        check(
+            "k=qwertyuiopasdfgh x=(qwertyuiopasdfgh)",
+            2..18,
+            &[2..18],
+            "k=[REDACTED] x=([REDACTED])",
+        );
+    }
+
+    #[test]
+    fn masks_fragments_of_a_known_secret() {
+        // A neighbouring escape decoded into the secret's first byte leaves a
+        // 15-byte fragment: still masked.
+        check(
+            "k=67Q3M5N2B4V6C3X2 x=\u{a6}7Q3M5N2B4V6C3X2 y=7Q3M5N2B4V6",
+            2..18,
+            &[2..18],
+            "k=[REDACTED] x=¦[REDACTED] y=7Q3M5N2B4V6",
         );
     }
 
