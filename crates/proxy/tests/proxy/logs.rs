@@ -24,23 +24,32 @@ impl Write for Captured {
     }
 }
 
-#[test]
-fn canary_secrets_are_absent_from_every_log_line() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // A current-thread runtime keeps every task on this thread, under
-    // this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+/// Every log line of this test binary from the moment this test starts,
+/// at every level and from every crate (hyper, h2 and rustls included).
+///
+/// A process-wide subscriber: a thread-scoped one races the callsite
+/// interest cache with the tests running beside it and can miss lines.
+fn capture_all_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            captured
+        })
+        .clone()
+}
+
+#[tokio::test]
+async fn canary_secrets_are_absent_from_every_log_line() {
+    let captured = capture_all_logs();
+    {
         let chain = ChainProxy::start(None).await;
         let guardian = Guardian::start(|config| {
             config.upstream_proxy = Some(UpstreamProxy::new(chain.addr().to_string()));
@@ -64,8 +73,8 @@ fn canary_secrets_are_absent_from_every_log_line() {
             assert_eq!(out.code, 0, "{}", out.stderr);
         }
         guardian.stop().await;
-    });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    }
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(
         logs.lines().count() > 5,
         "the run must log something: {logs}"
