@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -147,6 +147,15 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let proxy_auth = parts.headers.remove(PROXY_AUTHORIZATION);
+    // RFC 9112 §3.2.2: with an absolute-form target (or an h2 authority),
+    // the target's authority is the host; the server must see the same one
+    // the guardian recorded as the destination.
+    if let Some(authority) = parts.uri.authority() {
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(host) {
+            parts.headers.insert(HOST, value);
+        }
+    }
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let chained_plain = exchange.protocol == Protocol::Http && state.upstream.has_proxy();
     if chained_plain

@@ -448,3 +448,19 @@ async fn response_trailers_pass_through() {
     );
     guardian.stop().await;
 }
+
+#[tokio::test]
+async fn the_target_authority_wins_over_a_different_host_header() {
+    let upstream = UpstreamServer::start(vec![("/h", Reply::text("ok"))]).await;
+    let guardian = Guardian::start(|_| {}).await;
+    let out = guardian
+        .curl()
+        .args(["--fail", "-H", "host: somewhere-else.example"])
+        .arg_url(&upstream.url("http", "/h"))
+        .run()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen = upstream.seen().remove(0);
+    assert_eq!(seen.headers["host"], upstream.addr().to_string());
+    guardian.stop().await;
+}
