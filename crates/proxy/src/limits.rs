@@ -19,7 +19,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A client connection or tunnel with no bytes moving in either
     /// direction and no request in flight for this long (checked once per
-    /// period, so between one and two periods) is closed. Default 5 min.
+    /// period, so between one and two periods) is closed. Upstream
+    /// connections are closed after the longer of this and
+    /// `upstream_response_timeout` without a byte, so a stalled response
+    /// body does not hold its client forever. Default 5 min.
     pub idle_timeout: Duration,
     /// Most client connections open at once; more are answered `503` and
     /// closed. Default 4096.

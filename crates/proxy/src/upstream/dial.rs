@@ -8,9 +8,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::{BoxIo, PoolKey, Sender, Upstream};
 use crate::body::{ProxyBody, empty};
 use crate::error::Error;
+use crate::idle::{Activity, IdleIo};
 
 impl Upstream {
     pub(super) async fn open(&self, key: &PoolKey) -> Result<Sender, Error> {
@@ -18,8 +22,8 @@ impl Upstream {
         let connect = async {
             if !key.target.https {
                 let io = match &self.proxy {
-                    Some(proxy) => tcp(proxy.authority()).await?,
-                    None => tcp(&dest).await?,
+                    Some(proxy) => tcp(proxy.authority(), self.idle_timeout).await?,
+                    None => tcp(&dest, self.idle_timeout).await?,
                 };
                 return handshake_h1(io, &dest).await;
             }
@@ -92,9 +96,9 @@ impl Upstream {
         tunnel_auth: Option<&HeaderValue>,
     ) -> Result<BoxIo, Error> {
         let Some(proxy) = &self.proxy else {
-            return tcp(dest).await;
+            return tcp(dest, self.idle_timeout).await;
         };
-        let io = tcp(proxy.authority()).await?;
+        let io = tcp(proxy.authority(), self.idle_timeout).await?;
         let (mut sender, conn) = http1::handshake::<_, ProxyBody>(TokioIo::new(io))
             .await
             .map_err(|e| Error::upstream_http(proxy.authority(), &e))?;
@@ -131,7 +135,9 @@ impl Upstream {
     }
 }
 
-async fn tcp(addr: &str) -> Result<BoxIo, Error> {
+/// A TCP connection to `addr` that fails once nothing moved on it for
+/// `idle` (no request keeps it busy: upstream, silence is the only signal).
+async fn tcp(addr: &str, idle: Duration) -> Result<BoxIo, Error> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| Error::UpstreamConnect {
@@ -140,7 +146,11 @@ async fn tcp(addr: &str) -> Result<BoxIo, Error> {
         })?;
     // Small writes (SSE events, interactive traffic) must not wait.
     let _ = stream.set_nodelay(true);
-    Ok(Box::new(stream))
+    Ok(Box::new(IdleIo::new(
+        stream,
+        idle,
+        Arc::new(Activity::default()),
+    )))
 }
 
 async fn handshake_h1(io: BoxIo, dest: &str) -> Result<Sender, Error> {

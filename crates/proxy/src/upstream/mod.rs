@@ -109,6 +109,9 @@ pub(crate) struct Upstream {
     proxy: Option<UpstreamProxy>,
     connect_timeout: Duration,
     response_timeout: Option<Duration>,
+    /// An upstream connection with no bytes moving for this long is
+    /// closed: a stalled body must not hold a client forever.
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -151,6 +154,12 @@ impl Upstream {
             proxy: config.upstream_proxy.clone(),
             connect_timeout: config.limits.upstream_connect_timeout,
             response_timeout: config.limits.upstream_response_timeout,
+            // Waiting for a response head is bounded by the response
+            // timeout; silence beyond both limits is a stalled connection.
+            idle_timeout: config
+                .limits
+                .idle_timeout
+                .max(config.limits.upstream_response_timeout.unwrap_or_default()),
         }))
     }
 

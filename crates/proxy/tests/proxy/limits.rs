@@ -246,3 +246,31 @@ async fn open_tunnels_count_against_the_connection_limit() {
     let stats = guardian.stop().await;
     assert_eq!(stats.connections_open, 0);
 }
+
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
+    let (events, reply) = Reply::sse();
+    let upstream = UpstreamServer::start(vec![("/stall", reply)]).await;
+    let guardian = Guardian::start(|config| {
+        config.limits.idle_timeout = Duration::from_millis(300);
+        config.limits.upstream_response_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let (child, mut lines) = guardian
+        .curl()
+        .arg_url(&upstream.url("http", "/stall"))
+        .spawn();
+    events.event("first");
+    let first = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("data: first"));
+    // The upstream now says nothing more, but keeps its end open.
+    let (code, _) = traffic_guardian_test_support::finish_curl(child).await;
+    assert_ne!(code, 0, "a cut stream is an error for the client");
+    let flow = guardian.sink.flows("GET", 1).await.remove(0);
+    assert!(flow.error.is_some(), "{flow:?}");
+    drop(events);
+    guardian.stop().await;
+}
