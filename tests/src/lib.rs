@@ -1,6 +1,17 @@
 //! Shared fixtures for the integration tests (see `integration/`).
+//!
+//! A fixture that cannot be set up is a failed test, so this crate may
+//! unwrap and panic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a fixture that cannot be built fails the test"
+)]
+
+pub mod canary;
+pub mod host;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +49,8 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
     build
         .args(["build", "-q", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target_dir())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile == "release" {
         build.arg("--release");
     }

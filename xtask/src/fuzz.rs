@@ -12,7 +12,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// Every target, in the order they run.
-const TARGETS: &[&str] = &["decode_content", "decode_text", "scan_redact", "har"];
+const TARGETS: &[&str] = &[
+    "decode_content",
+    "decode_text",
+    "scan_redact",
+    "har",
+    "ipc_task",
+];
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
