@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use traffic_guardian_core::{Direction, Protocol};
 
 use crate::body::{ProxyBody, empty};
+use crate::counted::Counted;
 use crate::error::Error;
 use crate::flow::{Flow, FlowMeta};
 use crate::forward::scan_head;
@@ -118,23 +119,24 @@ pub(crate) async fn handle(
 }
 
 /// Copies bytes both ways until either side closes (or the shutdown
-/// deadline passes), counting them on the flow.
+/// deadline passes), counting them on the flow however the copy ends.
 pub(crate) async fn splice(
     flow: &Flow,
-    mut client: impl Io,
+    client: impl Io,
     mut upstream: BoxIo,
     mut phase: PhaseWatch,
 ) {
+    let mut client = Counted::new(client);
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
-            Ok((out, back)) => {
-                flow.add_bytes(Direction::Outbound, out);
-                flow.add_bytes(Direction::Inbound, back);
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(err) = copied {
+                flow.set_error(format!("tunnel ended: {err}"));
             }
-            Err(err) => flow.set_error(format!("tunnel failed: {err}")),
-        },
+        }
         () = phase.reached(Phase::Cut) => flow.set_error("cut at shutdown".into()),
     }
+    flow.add_bytes(Direction::Outbound, client.read);
+    flow.add_bytes(Direction::Inbound, client.written);
 }
 
 /// Whether `host` is on the passthrough list: `example.com` matches that

@@ -14,15 +14,14 @@ use traffic_guardian_core::{Direction, Protocol};
 
 use crate::attribution::Runtime;
 use crate::body::{ProxyBody, ScanBody, text};
-use crate::connect;
+use crate::connect::{self, splice};
 use crate::error::{Error, ErrorClass};
 use crate::flow::{Flow, FlowMeta};
 use crate::hop::{strip_hop_by_hop, wants_upgrade};
 use crate::listener::ClientConn;
-use crate::shutdown::Phase;
 use crate::sink::FlowHandling;
 use crate::stats::add;
-use crate::upstream::Target;
+use crate::upstream::{BoxIo, Target};
 use traffic_guardian_core::MessageScanner;
 
 /// The facts shared by every exchange on one path: plain HTTP, or one
@@ -213,28 +212,16 @@ fn tunnel_upgrade(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
 ) {
-    let mut phase = conn.state.phase.clone();
+    let phase = conn.state.phase.clone();
     let conn = conn.clone();
     tokio::spawn(async move {
         let _conn = conn;
-        let (client, server) = match tokio::try_join!(client, server) {
-            Ok(pair) => pair,
-            Err(err) => {
-                flow.set_error(format!("upgrade failed: {err}"));
-                return;
+        match tokio::try_join!(client, server) {
+            Ok((client, server)) => {
+                let server: BoxIo = Box::new(TokioIo::new(server));
+                splice(&flow, TokioIo::new(client), server, phase).await;
             }
-        };
-        let mut client = TokioIo::new(client);
-        let mut server = TokioIo::new(server);
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut server) => match copied {
-                Ok((out, back)) => {
-                    flow.add_bytes(Direction::Outbound, out);
-                    flow.add_bytes(Direction::Inbound, back);
-                }
-                Err(err) => flow.set_error(format!("upgraded stream failed: {err}")),
-            },
-            () = phase.reached(Phase::Cut) => flow.set_error("cut at shutdown".into()),
+            Err(err) => flow.set_error(format!("upgrade failed: {err}")),
         }
     });
 }

@@ -24,6 +24,7 @@ mod attribution;
 mod body;
 mod config;
 mod connect;
+mod counted;
 mod error;
 mod flow;
 mod forward;

@@ -158,3 +158,67 @@ async fn http2_clients_reach_http1_only_servers() {
     guardian.sink.finding("ai_api_key", "outbound").await;
     guardian.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_style_upgrades_work_inside_inspected_tls() {
+    use std::sync::Arc;
+
+    use rustls_pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let guardian = Guardian::start(|_| {}).await;
+    let upstream = tls_upstream(&guardian.upstream_ca, vec![("/ws", Reply::UpgradeEcho)]).await;
+    let dest = upstream.addr();
+
+    // CONNECT, then TLS with the guardian's CA as the only root.
+    let mut tcp = tokio::net::TcpStream::connect(guardian.addr).await.unwrap();
+    tcp.write_all(format!("CONNECT {dest} HTTP/1.1\r\nhost: {dest}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(guardian.ca.cert_der()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from(dest.ip().to_string()).unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nhost: {dest}\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    stream.write_all(b"frame through wss").await.unwrap();
+    let mut echoed = [0u8; 17];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"frame through wss");
+    drop(stream);
+    let flow = guardian.sink.flows("GET", 1).await.remove(0);
+    assert_eq!(flow.status, Some(101));
+    assert_eq!(flow.protocol, Protocol::Https);
+    assert_eq!(flow.bytes_out, 17);
+    guardian.stop().await;
+}
