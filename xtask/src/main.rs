@@ -11,6 +11,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci           run what CI runs: fmt check, clippy, the whole test suite
   bench scan   scan throughput against a bare keyword prefilter, as a ratio
+  bench proxy  the guardian against a direct baseline in one run: req/s
+               ratio, p50/p99 latency, peak RSS, a 1 GiB download, RSS at
+               1,000 idle keep-alive connections (about 40 s)
   fuzz [--seconds N | --smoke] [TARGET...]
                run the fuzz targets for a bounded time (needs cargo-fuzz)
 ";
@@ -55,6 +58,7 @@ fn ci() -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("scan") => cargo(&["bench", "-p", "traffic-guardian-core", "--bench", "scan"]),
+        Some("proxy") => cargo(&["bench", "-p", "traffic-guardian-proxy", "--bench", "proxy"]),
         Some(other) => bail!("unknown bench {other:?}\n\n{USAGE}"),
         None => bail!("which bench?\n\n{USAGE}"),
     }

@@ -48,7 +48,7 @@ pub static RULES: &[Rule] = &[
         concat!(
             r"\b(?:curl|wget)\b[^|\n;&]*\|\s*(?:sudo\s+(?:-[A-Za-z]+\s+)*)?(?:env\s+(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)?(?:",
             shells!(),
-            r#")(?:\s|$|;|&|\)|'|"|`)"#
+            r#")(?:\s|$|;|&|\)|'|"|`|<)"#
         ),
         Reach::new(0, 360),
     ),

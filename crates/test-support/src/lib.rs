@@ -1,0 +1,21 @@
+//! Shared fixtures for tests that drive the guardian over real sockets on
+//! loopback: a per-test CA, an HTTP/HTTPS upstream with scripted replies, a
+//! chaining proxy that records the `Proxy-Authorization` it saw, and a
+//! `curl` runner.
+//!
+//! Fixture failures panic: they are test set-up, not product code.
+
+#![deny(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod ca;
+mod chain;
+mod curl;
+mod upstream;
+
+pub use ca::TestCa;
+pub use chain::ChainProxy;
+pub use curl::{Curl, CurlOutput, finish as finish_curl};
+pub use upstream::{
+    ChannelBody, Reply, SeenRequest, SseSender, UpstreamServer, brotli_compress, gzip,
+};
