@@ -5,7 +5,9 @@
 mod ca_cli;
 mod config_cli;
 mod findings_cli;
+mod https_inspection;
 mod ipc;
+mod lifecycle;
 mod mcp;
 mod scan_cli;
 mod setup_cli;

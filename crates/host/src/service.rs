@@ -496,3 +496,99 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn take<T>(mutex: &Mutex<Option<T>>) -> Option<T> {
     lock(mutex).take()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A loopback upstream that answers one request `200 ok`.
+    fn upstream() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.ends_with(b"end-of-body") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        addr
+    }
+
+    fn post(proxy: &str, upstream: std::net::SocketAddr, body: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+        let request = format!(
+            "POST http://{upstream}/x HTTP/1.1\r\nHost: {upstream}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_start_status_findings_shutdown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            home: Some(tmp.path().join("home")),
+            proxy_url: "http://127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        let guardian = Guardian::start(config.clone(), StartOptions::default())
+            .await
+            .unwrap();
+        let status = guardian.status();
+        assert!(status.running);
+        assert_eq!(status.pid, Some(std::process::id()));
+        assert_eq!(status.listeners.len(), 1);
+        assert!(status.degraded.is_empty(), "{:?}", status.degraded);
+        assert!(matches!(
+            Guardian::start(config.clone(), StartOptions::default()).await,
+            Err(Error::AlreadyRunning { .. })
+        ));
+
+        let proxy = guardian.listeners()[0].addr.clone();
+        let key = format!(
+            "sk-ant-api03-{}",
+            "Cq9Wv3Nz7Lk2Hx5Rt8Yb4Md6Pf1Gs0Jc3Qe5Tu7Io9AaZzYyXx2468"
+        );
+        let body = format!("k={key}&end-of-body");
+        let target = upstream();
+        let response = tokio::task::spawn_blocking(move || post(&proxy, target, &body))
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+        let log_dir = guardian.paths().log_dir.clone();
+        let paths = guardian.paths().clone();
+        let last = guardian.shutdown(true).await;
+        assert!(!last.running);
+        assert_eq!(last.findings.total, 1);
+        assert_eq!(last.findings_dropped, 0);
+        let stored = FindingQuery::default().run(&log_dir).unwrap();
+        assert_eq!(stored.findings.len(), 1);
+        assert_eq!(stored.findings[0].pattern, "ai_api_key");
+        assert!(stored.findings[0].fingerprint.is_some());
+        assert!(!stored.findings[0].snippet.contains(&key[14..]));
+
+        let offline = offline_status(&config, &paths).unwrap();
+        assert!(!offline.running);
+        assert_eq!(offline.findings.total, 1);
+        assert!(
+            offline.notes.is_empty(),
+            "a clean stop leaves nothing stale"
+        );
+    }
+}
