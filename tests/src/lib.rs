@@ -139,6 +139,18 @@ impl GuardianHome {
     }
 }
 
+impl Drop for GuardianHome {
+    /// A guardian a failed test left running is stopped, so no test leaks
+    /// a process.
+    fn drop(&mut self) {
+        if self.home().join("run/pid").exists() {
+            let _ = self
+                .command(&["stop", "--fast", "--timeout", "10"])
+                .output();
+        }
+    }
+}
+
 /// Stdout of `output` as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -157,11 +169,21 @@ pub fn mode(path: &Path) -> u32 {
 
 /// A tiny HTTP/1.1 upstream on loopback: answers every request `200 ok`
 /// and hands each request (head and body) to the test. It runs on its own
-/// thread until the test process ends; its port is private to the test.
+/// thread until dropped.
 #[derive(Debug)]
 pub struct Upstream {
     addr: std::net::SocketAddr,
     seen: std::sync::mpsc::Receiver<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Upstream {
+    /// Stops the server: the flag is set, then a connection wakes the
+    /// accept loop so it sees it.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
 }
 
 impl Upstream {
@@ -171,8 +193,13 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, seen) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 let Ok(stream) = stream else { continue };
                 let mut reader = BufReader::new(stream);
                 let mut head = String::new();
@@ -201,7 +228,7 @@ impl Upstream {
                 let _ = tx.send(format!("{head}{}", String::from_utf8_lossy(&body)));
             }
         });
-        Upstream { addr, seen }
+        Upstream { addr, seen, stop }
     }
 
     /// `http://127.0.0.1:<port>`.
