@@ -46,18 +46,39 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("debug");
+    // Build every binary with the same feature set `cargo test --workspace`
+    // resolves, and without the variables cargo sets for this test process
+    // (build scripts watch some of them): otherwise the nested build and the
+    // next `cargo test` would keep invalidating each other's artifacts.
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "-q", "-p", package, "--bin", bin])
+        .args(["build", "-q", "--workspace", "--bins", "--tests"])
         .env("CARGO_TARGET_DIR", target_dir())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_this_process = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_for_this_process {
+            build.env_remove(&*name);
+        }
+    }
     if profile == "release" {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");
     assert!(
         status.success(),
-        "cargo build -p {package} --bin {bin} failed"
+        "cargo build --workspace --bins --tests failed (wanted {bin} of {package})"
     );
     let path = profile_dir.join(bin);
     assert!(path.exists(), "{} was not built", path.display());
