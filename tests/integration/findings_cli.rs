@@ -5,7 +5,7 @@ use std::io::Write;
 use serde_json::Value;
 use traffic_guardian_core::finding::{Platform, SchemaVersion};
 use traffic_guardian_core::{
-    Direction, Finding, FindingSink, Protocol, Rotation, RuleId, Severity, ThreatType, Timestamp,
+    Direction, Finding, FindingLog, Protocol, Rotation, RuleId, Severity, ThreatType, Timestamp,
 };
 use traffic_guardian_tests::{GuardianHome, stderr, stdout};
 
@@ -51,7 +51,7 @@ fn stored_home() -> GuardianHome {
         max_bytes: 700,
         keep: 5,
     };
-    let mut sink = FindingSink::open(&logs, rotation).unwrap();
+    let mut sink = FindingLog::open(&logs, rotation).unwrap();
     use Severity::{Critical, High, Low, Medium};
     use ThreatType::{Exfil, Injection};
     for f in [

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use traffic_guardian_core::{FindingSink, Rotation, Timestamp};
+use traffic_guardian_core::{FindingLog, Rotation, Timestamp};
 use traffic_guardian_ipc::{
     Client, ClientConfig, FindingsParams, GroupMap, GroupName, RateLimit, Watcher, WatcherConfig,
 };
@@ -18,7 +18,7 @@ fn concurrent_requests_from_several_groups_are_answered_within_their_rights() {
     let log = tmp.path().join("home/findings");
     let canaries = Canaries::new();
     let findings = canary_findings(&canaries, Timestamp::now().unix_millis() - 60_000);
-    let mut sink = FindingSink::open(&log, Rotation::default()).unwrap();
+    let mut sink = FindingLog::open(&log, Rotation::default()).unwrap();
     for finding in &findings {
         sink.append(finding).unwrap();
     }

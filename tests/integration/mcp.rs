@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use traffic_guardian_core::{Finding, FindingSink, Rotation, Timestamp};
+use traffic_guardian_core::{Finding, FindingLog, Rotation, Timestamp};
 use traffic_guardian_ipc::{GroupMap, GroupName, Watcher, WatcherConfig, WatcherHandle};
 use traffic_guardian_tests::canary::{Canaries, canary_findings};
 use traffic_guardian_tests::cargo_bin;
@@ -134,7 +134,7 @@ impl Guardian {
         let canaries = Canaries::new();
         let findings = canary_findings(&canaries, Timestamp::now().unix_millis() - 60_000);
         let log = tmp.path().join("home/findings");
-        let mut sink = FindingSink::open(&log, Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(&log, Rotation::default()).unwrap();
         for finding in &findings {
             sink.append(finding).unwrap();
         }

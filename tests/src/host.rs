@@ -15,7 +15,7 @@ use traffic_guardian_ipc::{
 /// Answers from the findings log in `dir`, for a fixed set of runtimes.
 #[derive(Debug, Clone)]
 pub struct FindingsLogHost {
-    /// The findings log folder (as `FindingSink` writes it).
+    /// The findings log folder (as `FindingLog` writes it).
     pub dir: PathBuf,
     /// `(runtime, group, https inspection)` for every runtime.
     pub runtimes: Vec<(String, String, bool)>,

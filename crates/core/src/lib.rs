@@ -29,7 +29,7 @@ pub use engine::{
 };
 pub use error::Error;
 pub use finding::{Direction, Finding, Protocol, RuleId, Severity, ThreatType};
-pub use jsonl::{FindingQuery, FindingReader, FindingSink, QueryReport, ReadReport, Rotation};
+pub use jsonl::{FindingLog, FindingQuery, FindingReader, QueryReport, ReadReport, Rotation};
 pub use redact::{Redaction, Redactor};
 pub use report::{format_markdown, format_table};
 pub use scan::{MessageMeta, MessageScanner, ScanOutcome};

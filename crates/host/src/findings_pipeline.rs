@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! proxy worker ─record()─► bounded channel ─► writer thread:
-//!                                              Dedup::observe → FindingSink::append
+//!                                              Dedup::observe → FindingLog::append
 //! ```
 //!
 //! Counters (by severity, type, runtime; last finding time) are kept at
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use traffic_guardian_core::{Dedup, DedupConfig, Finding, FindingSink, Rotation};
+use traffic_guardian_core::{Dedup, DedupConfig, Finding, FindingLog, Rotation};
 
 use crate::error::Error;
 use crate::status::{FindingCounts, RuntimeTraffic};
@@ -213,7 +213,7 @@ impl Pipeline {
         };
         // Opened before start returns, so a log that cannot be written
         // shows in the very first status.
-        match FindingSink::open(&writer.config.log_dir, writer.config.rotation) {
+        match FindingLog::open(&writer.config.log_dir, writer.config.rotation) {
             Ok(sink) => writer.sink = Some(sink),
             Err(err) => writer.fail(&err),
         }
@@ -258,7 +258,7 @@ impl Drop for Pipeline {
 }
 
 struct Writer {
-    sink: Option<FindingSink>,
+    sink: Option<FindingLog>,
     dedup: Dedup,
     backlog: VecDeque<Finding>,
     shared: Arc<Shared>,
@@ -339,7 +339,7 @@ impl Writer {
         let mut failed = false;
         if had_error && self.backlog.is_empty() {
             // Nothing to write: reopening tells whether the log is back.
-            match FindingSink::open(&self.config.log_dir, self.config.rotation) {
+            match FindingLog::open(&self.config.log_dir, self.config.rotation) {
                 Ok(sink) => self.sink = Some(sink),
                 Err(err) => {
                     self.fail(&err);
@@ -351,7 +351,7 @@ impl Writer {
         while let Some(finding) = self.backlog.front() {
             let sink = match &mut self.sink {
                 Some(sink) => sink,
-                None => match FindingSink::open(&self.config.log_dir, self.config.rotation) {
+                None => match FindingLog::open(&self.config.log_dir, self.config.rotation) {
                     Ok(sink) => self.sink.insert(sink),
                     Err(err) => {
                         self.fail(&err);

@@ -243,8 +243,7 @@ fn hide_paths(text: &str) -> String {
 mod tests {
     use traffic_guardian_core::finding::{Platform, SchemaVersion};
     use traffic_guardian_core::{
-        Direction, Finding, FindingSink, Protocol, Rotation, RuleId, Severity, ThreatType,
-        Timestamp,
+        Direction, Finding, FindingLog, Protocol, Rotation, RuleId, Severity, ThreatType, Timestamp,
     };
 
     use super::*;
@@ -297,7 +296,7 @@ mod tests {
             ..Config::default()
         };
         let log_dir = tmp.join("logs");
-        let mut sink = FindingSink::open(&log_dir, Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(&log_dir, Rotation::default()).unwrap();
         sink.append(&finding(Some("main"), Severity::Critical, 1_000))
             .unwrap();
         sink.append(&finding(Some("family"), Severity::Low, 2_000))

@@ -1,4 +1,4 @@
-//! Append-only JSONL storage of findings: the sink that writes them and the reader that reads them back.
+//! Append-only JSONL storage of findings: the log writer that appends them and the reader that reads them back.
 //!
 //! # Layout
 //!
@@ -13,23 +13,23 @@
 //! ```
 //!
 //! Each line is one `clawsec-traffic-finding/v1` object followed by `\n`.
-//! The folder is mode 0700 when the sink creates it, and the files are mode
+//! The folder is mode 0700 when the writer creates it, and the files are mode
 //! 0600.
 //!
-//! [`FindingSink`] appends one line per write call and rotates by size.
+//! [`FindingLog`] appends one line per write call and rotates by size.
 //! [`FindingReader`] reads every file back, oldest first, and skips (and
 //! counts) lines it cannot read, so a torn or tampered file never stops a
 //! report. [`FindingQuery`] filters and orders what the reader yields.
 
 mod query;
 mod reader;
-mod sink;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
 pub use query::{FindingQuery, QueryReport};
 pub use reader::{FindingReader, MAX_LINE_BYTES, ReadReport, read_all};
-pub use sink::{FindingSink, Rotation};
+pub use writer::{FindingLog, Rotation};
 
 /// The name of the current findings file inside the log folder.
 pub const FILE_NAME: &str = "findings.jsonl";

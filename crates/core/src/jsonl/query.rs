@@ -166,7 +166,7 @@ impl Ord for Ranked {
 #[cfg(test)]
 mod tests {
     use super::super::tests::finding;
-    use super::super::{FindingSink, Rotation};
+    use super::super::{FindingLog, Rotation};
     use super::*;
 
     /// Six findings, in write order. Snippets name them; timestamps are
@@ -328,7 +328,7 @@ mod tests {
             max_bytes: 600,
             keep: 10,
         };
-        let mut sink = FindingSink::open(tmp.path(), rotation).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), rotation).unwrap();
         for f in corpus() {
             sink.append(&f).unwrap();
         }

@@ -50,7 +50,7 @@ impl Default for Rotation {
 /// - Each line goes out in one buffer with one `write` call on an
 ///   `O_APPEND` file. There is no userspace buffer, so a `kill -9` loses at
 ///   most the line being written, and that line is torn, not interleaved.
-///   [`FindingSink::sync`] forces the data to disk for a clean shutdown.
+///   [`FindingLog::sync`] forces the data to disk for a clean shutdown.
 /// - If a previous run died mid-line (the file does not end in `\n`), the
 ///   next append starts with a `\n`, so the new line is never glued to the
 ///   torn one; the reader skips the torn line.
@@ -64,7 +64,7 @@ impl Default for Rotation {
 ///   path is refused, so the sink never blocks on open or changes the mode
 ///   of something that is not its own file.
 #[derive(Debug)]
-pub struct FindingSink {
+pub struct FindingLog {
     dir: PathBuf,
     path: PathBuf,
     rotation: Rotation,
@@ -84,19 +84,19 @@ struct OpenFile {
     at_line_start: bool,
 }
 
-impl FindingSink {
+impl FindingLog {
     /// Opens (creating if needed) `<dir>/findings.jsonl` for appending.
     ///
     /// Creates `dir` with mode 0700 if it is missing, and the file with mode
     /// 0600. An existing file with any other mode is set to 0600.
-    pub fn open(dir: &Path, rotation: Rotation) -> Result<FindingSink, Error> {
+    pub fn open(dir: &Path, rotation: Rotation) -> Result<FindingLog, Error> {
         if rotation.max_bytes == 0 {
             return Err(Error::InvalidSetting {
                 field: "rotation.max_bytes",
                 reason: "must be at least 1".into(),
             });
         }
-        let mut sink = FindingSink {
+        let mut sink = FindingLog {
             dir: dir.to_path_buf(),
             path: current_path(dir),
             rotation,
@@ -337,7 +337,7 @@ mod tests {
     fn append_then_read_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("logs");
-        let mut sink = FindingSink::open(&dir, Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(&dir, Rotation::default()).unwrap();
         let mut written = Vec::new();
         for i in 0..3 {
             let mut f = finding(&format!("s{i}"), 1_000 + i);
@@ -355,7 +355,7 @@ mod tests {
     fn creates_private_folder_and_file() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a").join("b");
-        let sink = FindingSink::open(&dir, Rotation::default()).unwrap();
+        let sink = FindingLog::open(&dir, Rotation::default()).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(sink.path()), 0o600);
     }
@@ -366,7 +366,7 @@ mod tests {
         let path = tmp.path().join(FILE_NAME);
         fs::write(&path, format!("{}\n", finding("old", 1).to_json_line())).unwrap();
         fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
-        let mut sink = FindingSink::open(tmp.path(), Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), Rotation::default()).unwrap();
         assert_eq!(mode(&path), 0o600);
         sink.append(&finding("new", 2)).unwrap();
         assert_eq!(snippets(tmp.path()), ["old", "new"]);
@@ -379,7 +379,7 @@ mod tests {
             max_bytes: 0,
             keep: 1,
         };
-        let err = FindingSink::open(tmp.path(), rotation).unwrap_err();
+        let err = FindingLog::open(tmp.path(), rotation).unwrap_err();
         assert!(err.to_string().contains("rotation.max_bytes"), "{err}");
     }
 
@@ -387,7 +387,7 @@ mod tests {
     fn refuses_a_path_that_is_not_a_regular_file() {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir(tmp.path().join(FILE_NAME)).unwrap();
-        let err = FindingSink::open(tmp.path(), Rotation::default()).unwrap_err();
+        let err = FindingLog::open(tmp.path(), Rotation::default()).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
@@ -408,7 +408,7 @@ mod tests {
             max_bytes: per_file * line_len,
             keep,
         };
-        let mut sink = FindingSink::open(tmp.path(), rotation).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), rotation).unwrap();
         for i in 0..count {
             sink.append(&finding(&format!("s{i}"), 0)).unwrap();
             let size = fs::metadata(sink.path()).unwrap().len();
@@ -450,7 +450,7 @@ mod tests {
             max_bytes: 64,
             keep: 3,
         };
-        let mut sink = FindingSink::open(tmp.path(), rotation).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), rotation).unwrap();
         let big = "x".repeat(500);
         sink.append(&finding(&big, 0)).unwrap();
         sink.append(&finding(&big, 1)).unwrap();
@@ -477,7 +477,7 @@ mod tests {
             max_bytes: 1,
             keep: 2,
         };
-        let mut sink = FindingSink::open(tmp.path(), rotation).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), rotation).unwrap();
         sink.append(&finding("a", 0)).unwrap();
         sink.append(&finding("b", 0)).unwrap();
         assert_eq!(
@@ -495,7 +495,7 @@ mod tests {
         let torn = &finding("torn", 2).to_json_line()[..40];
         fs::write(&path, format!("{whole}\n{torn}")).unwrap();
 
-        let mut sink = FindingSink::open(tmp.path(), Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), Rotation::default()).unwrap();
         sink.append(&finding("next", 3)).unwrap();
         sink.append(&finding("after", 4)).unwrap();
 
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn notices_a_torn_tail_written_by_someone_else() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut sink = FindingSink::open(tmp.path(), Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), Rotation::default()).unwrap();
         sink.append(&finding("a", 1)).unwrap();
         let mut other = OpenOptions::new().append(true).open(sink.path()).unwrap();
         other.write_all(b"{\"half\":").unwrap();
@@ -525,7 +525,7 @@ mod tests {
     #[test]
     fn reopens_when_the_file_is_removed_or_replaced() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut sink = FindingSink::open(tmp.path(), Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(tmp.path(), Rotation::default()).unwrap();
         sink.append(&finding("a", 1)).unwrap();
         fs::remove_file(sink.path()).unwrap();
         sink.append(&finding("b", 2)).unwrap();
@@ -542,7 +542,7 @@ mod tests {
     fn recreates_a_removed_folder() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("logs");
-        let mut sink = FindingSink::open(&dir, Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(&dir, Rotation::default()).unwrap();
         fs::remove_dir_all(&dir).unwrap();
         sink.append(&finding("a", 1)).unwrap();
         assert_eq!(mode(&dir), 0o700);
@@ -595,7 +595,7 @@ mod tests {
     fn check_failure_and_recovery(breakage: Breakage) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("logs");
-        let mut sink = FindingSink::open(&dir, Rotation::default()).unwrap();
+        let mut sink = FindingLog::open(&dir, Rotation::default()).unwrap();
         sink.append(&finding("before", 1)).unwrap();
 
         let applied = breakage.apply(&dir);
