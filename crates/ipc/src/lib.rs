@@ -14,7 +14,7 @@
 //!
 //! No raw traffic crosses this crate: findings are redacted before they are
 //! stored, and the watcher returns only what the handler gives it, filtered.
-//! `docs/SPEC-ipc.md` is the exact wire format.
+//! SPEC.md (section "IPC") is the exact wire format.
 
 #![deny(missing_docs)]
 

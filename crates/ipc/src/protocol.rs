@@ -1,7 +1,7 @@
 //! The wire format of the IPC channel: versioned tasks and results, request
 //! ids, error codes, and the data each task type answers with.
 //!
-//! `docs/SPEC-ipc.md` describes the same format for readers who do not read
+//! SPEC.md (section "IPC") describes the same format for readers who do not read
 //! Rust; the tests at the bottom of this file pin the exact JSON.
 
 use std::fmt;
