@@ -18,6 +18,7 @@ const TARGETS: &[&str] = &[
     "scan_redact",
     "har",
     "ipc_task",
+    "config",
 ];
 
 /// Seconds per target when `--seconds` is not given.
