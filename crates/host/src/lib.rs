@@ -39,6 +39,8 @@ mod traffic;
 pub use config::{Config, ConfigReport, Env, Problem, ProblemSeverity, check_config};
 pub use error::Error;
 pub use paths::StatePaths;
-pub use service::{Guardian, GuardianHandle, StartOptions, offline_status, run_until_stopped};
+pub use service::{
+    Guardian, GuardianHandle, StartOptions, current_status, offline_status, run_until_stopped,
+};
 pub use status::Status;
 pub use traffic_guardian_core::{FindingQuery, QueryReport};

@@ -409,6 +409,36 @@ pub fn offline_status(config: &Config, paths: &StatePaths) -> Result<Status, Err
     })
 }
 
+/// The status as the running service reports it over its control socket;
+/// when none runs, or it does not answer, what the disk tells
+/// ([`offline_status`]) with the reason noted.
+pub fn current_status(config: &Config, paths: &StatePaths) -> Result<Status, Error> {
+    let (live, cleaned) = match lifecycle::probe(paths)? {
+        Probe::Running { .. } => (
+            Some(crate::control::request(
+                &paths.control_socket(),
+                &crate::control::Request::Status,
+                std::time::Duration::from_secs(5),
+            )),
+            Vec::new(),
+        ),
+        Probe::NotRunning { notes } => (None, notes),
+    };
+    if let Some(Ok(response)) = &live
+        && let Some(status) = response.status.as_deref()
+    {
+        return Ok(status.clone());
+    }
+    let mut status = offline_status(config, paths)?;
+    status.notes.splice(0..0, cleaned);
+    if let Some(Err(err)) = live {
+        status
+            .degraded
+            .push(format!("control socket did not answer: {err}"));
+    }
+    Ok(status)
+}
+
 /// Runs a guardian until SIGTERM (graceful), SIGINT (fast) or a stop
 /// request on the control socket, then shuts it down. Calls `on_ready`
 /// once the guardian is ready.

@@ -1,6 +1,7 @@
 //! What `status` reports: plain serde structs, free of secrets, keys and raw traffic.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -177,4 +178,128 @@ pub struct IpcStatus {
     pub sessions_root: Option<PathBuf>,
     /// Whether a watcher serves them in this build.
     pub watcher: bool,
+}
+
+impl Status {
+    /// The status for people, one fact a line.
+    pub fn to_text(&self) -> String {
+        let status = self;
+        let mut out = String::new();
+        let w = &mut out;
+        if status.running {
+            let pid = status.pid.map_or_else(|| "?".into(), |p| p.to_string());
+            let up = status
+                .uptime_secs
+                .map_or_else(String::new, |s| format!(", up {}", human_duration(s)));
+            let _ = writeln!(
+                w,
+                "traffic-guardian: running (pid {pid}{up}), mode {}",
+                status.mode
+            );
+        } else {
+            let _ = writeln!(w, "traffic-guardian: not running");
+        }
+        let _ = writeln!(w, "home:      {}", status.home.display());
+        let _ = writeln!(w, "log dir:   {}", status.log_dir.display());
+        for listener in &status.listeners {
+            let runtime = listener
+                .runtime
+                .as_deref()
+                .map_or_else(|| "any runtime".to_owned(), |r| format!("runtime {r}"));
+            let _ = writeln!(w, "listener:  {} ({runtime})", listener.url);
+        }
+        for runtime in &status.runtimes {
+            let inspection = match (runtime.https_inspection, runtime.trust_exported) {
+                (true, true) => "HTTPS inspected",
+                (true, false) => "HTTPS inspected, CA NOT EXPORTED",
+                (false, _) => "HTTPS tunnelled",
+            };
+            let _ = writeln!(
+                w,
+                "runtime:   {} (group {}): {inspection}; recognised by {}",
+                runtime.name,
+                runtime.group,
+                if runtime.recognised_by.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    runtime.recognised_by.join(", ")
+                }
+            );
+        }
+        match &status.ca {
+            Some(ca) => {
+                let _ = writeln!(w, "CA:        {}", ca.cert_path.display());
+                let _ = writeln!(w, "           SHA-256 {}", ca.fingerprint_sha256);
+            }
+            None => {
+                let _ = writeln!(
+                    w,
+                    "CA:        none (`traffic-guardian ca init` creates one)"
+                );
+            }
+        }
+        let scope = if status.findings_scope == "since_start" {
+            "since start"
+        } else {
+            "in the log"
+        };
+        let counts = &status.findings;
+        let mut parts = Vec::new();
+        for severity in ["critical", "high", "medium", "low"] {
+            if let Some(n) = counts.by_severity.get(severity) {
+                parts.push(format!("{severity} {n}"));
+            }
+        }
+        for (kind, n) in &counts.by_type {
+            parts.push(format!("{kind} {n}"));
+        }
+        let last = counts
+            .last_finding_at
+            .map_or_else(|| "never".to_owned(), |t| t.to_string());
+        let _ = writeln!(
+            w,
+            "findings:  {} {scope}{}; last {last}",
+            counts.total,
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            }
+        );
+        if status.findings_dropped > 0 {
+            let _ = writeln!(
+                w,
+                "dropped:   {} findings could not be stored",
+                status.findings_dropped
+            );
+        }
+        if let Some(traffic) = &status.traffic {
+            let _ = writeln!(
+                w,
+                "traffic:   {} requests, {} connections open, {} bytes scanned, {} bytes unscanned",
+                traffic.requests,
+                traffic.connections_open,
+                traffic.scanned_bytes,
+                traffic.unscanned_bytes
+            );
+        }
+        for problem in &status.degraded {
+            let _ = writeln!(w, "DEGRADED:  {problem}");
+        }
+        for note in &status.notes {
+            let _ = writeln!(w, "note:      {note}");
+        }
+        out
+    }
+}
+
+/// `1h 2m`, `3m 4s`, `5s`, `2d 3h`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }

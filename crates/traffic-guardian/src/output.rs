@@ -115,14 +115,3 @@ pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
         )),
     }
 }
-
-/// `1h 2m 3s`.
-pub(crate) fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
-}
