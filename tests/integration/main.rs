@@ -4,4 +4,5 @@
 
 mod ipc;
 mod mcp;
+mod proxy;
 mod scan_cli;

@@ -11,7 +11,7 @@ use traffic_guardian_core::Protocol;
 use traffic_guardian_proxy::FlowHandling;
 use traffic_guardian_test_support::{ChannelBody, Reply, UpstreamServer, finish_curl};
 
-use crate::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
+use super::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
 
 #[tokio::test]
 async fn request_secret_is_found_and_body_arrives_unchanged() {

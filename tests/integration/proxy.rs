@@ -1,0 +1,13 @@
+//! The proxy between a real `curl` (or a raw socket) and a real upstream,
+//! all on loopback.
+
+mod harness;
+
+mod chain;
+mod connect;
+mod fixtures;
+mod http;
+mod https;
+mod limits;
+mod logs;
+mod shutdown;
