@@ -5,6 +5,7 @@ mod harness;
 
 mod chain;
 mod connect;
+mod faults;
 mod fixtures;
 mod http;
 mod https;

@@ -1,6 +1,7 @@
 //! The tee body: forwards each frame the moment it arrives and feeds a
 //! bounded copy to the message scanner, finishing the scan when the message
-//! ends, fails or is dropped, so nothing that was scanned is lost.
+//! ends, fails or is dropped, so nothing that was scanned is lost (and a
+//! body dropped early leaves its mark on the flow record).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -158,9 +159,13 @@ where
 impl<B: Body> Drop for ScanBody<B> {
     fn drop(&mut self) {
         // A body dropped before its end (client gone, error): still report
-        // what was scanned. The connection is reused only if the body had
-        // really ended (an empty body may never be polled).
+        // what was scanned, and that the flow was cut short. The connection
+        // is reused only if the body had really ended (an empty body may
+        // never be polled).
         let clean = self.done || self.inner.is_end_stream();
+        if !clean {
+            self.flow.set_cut_short(self.direction);
+        }
         self.end(clean);
     }
 }

@@ -48,6 +48,10 @@ pub(crate) struct FlowMeta {
 struct Outcome {
     status: Option<u16>,
     error: Option<String>,
+    /// A body that was dropped before its end: the flow's error unless a
+    /// more precise one was recorded (a failed upstream exchange drops its
+    /// request body on the way out).
+    cut_short: Option<String>,
     /// Set when the flow ended up handled otherwise than planned (a
     /// CONNECT meant for inspection that carried no TLS).
     handling: Option<FlowHandling>,
@@ -126,6 +130,16 @@ impl Flow {
     pub(crate) fn set_error(&self, error: String) {
         if let Ok(mut outcome) = self.outcome.lock() {
             outcome.error.get_or_insert(error);
+        }
+    }
+
+    /// Records that a body in `direction` was dropped before its end (the
+    /// peer reading it went away, or the exchange was abandoned).
+    pub(crate) fn set_cut_short(&self, direction: Direction) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome
+                .cut_short
+                .get_or_insert_with(|| format!("{direction} body cut short before its end"));
         }
     }
 
@@ -220,7 +234,7 @@ impl Drop for Flow {
             scanned_bytes: scanned,
             unscanned_bytes: unscanned,
             duration: self.started.elapsed(),
-            error: outcome.error,
+            error: outcome.error.or(outcome.cut_short),
         };
         tracing::debug!(
             flow = %record.flow_id,

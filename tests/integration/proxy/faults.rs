@@ -1,0 +1,483 @@
+//! Faults on either side of the guardian: upstreams that refuse, reset,
+//! close early or stall; clients that vanish mid-stream or send garbage.
+//! Each test drives raw sockets on loopback so the fault lands exactly
+//! where it is meant to, then checks three things: the peer that is still
+//! there gets a clear answer (never a hang), what was scanned before the
+//! fault is still recorded, and the guardian is healthy afterwards (a real
+//! request succeeds and no connection is left open).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use traffic_guardian_proxy::FlowRecord;
+
+use super::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
+
+/// How the peer that goes away does it.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// `SO_LINGER 0`, then close: a TCP reset.
+    Reset,
+    /// An orderly close (FIN) before the message is complete.
+    Close,
+}
+
+impl Ending {
+    fn apply(self, stream: TcpStream) {
+        if let Ending::Reset = self {
+            stream.set_zero_linger().unwrap();
+        }
+        drop(stream);
+    }
+}
+
+/// A response as a raw client read it.
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads until `buf` holds a whole message head; `None` if the peer closed
+/// first. Fails the test if nothing conclusive comes within [`PATIENCE`].
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end + 4);
+                return Some(head);
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a message head, or the connection closed")
+}
+
+/// Reads one response with a `content-length` body (every answer the
+/// guardian makes itself has one); `None` if the connection closed first.
+async fn read_response(stream: &mut TcpStream) -> Option<RawResponse> {
+    let mut buf = Vec::new();
+    let head = read_head(stream, &mut buf).await?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let mut response = RawResponse {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    let length: usize = response
+        .header("content-length")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < length {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("the rest of the body")
+            .unwrap();
+        assert_ne!(n, 0, "closed in the middle of {}", response.head);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    response.body = buf;
+    Some(response)
+}
+
+/// Reads until `buf` contains `needle`.
+async fn read_until_contains(stream: &mut TcpStream, buf: &mut Vec<u8>, needle: &str) {
+    let read = async {
+        while !buf.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "closed before {needle:?} arrived");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} never arrived"));
+}
+
+/// Reads until the peer closes the connection (EOF or reset) and returns
+/// how many bytes came meanwhile. Fails the test if it stays open.
+async fn read_until_closed(stream: &mut TcpStream, what: &str) -> usize {
+    let read = async {
+        let mut total = 0;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .unwrap_or_else(|_| panic!("{what} stayed open"))
+}
+
+/// A loopback listener that plays the upstream by hand.
+async fn raw_upstream() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The next connection the guardian makes to `listener`, with the request
+/// head it sent (and any body bytes that came with it).
+async fn accept_request(listener: &TcpListener) -> (TcpStream, String, Vec<u8>) {
+    let (mut stream, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("the guardian connects upstream")
+        .unwrap();
+    let mut buf = Vec::new();
+    let head = read_head(&mut stream, &mut buf)
+        .await
+        .expect("a request head");
+    (stream, head, buf)
+}
+
+/// The flow record of the exchange with `dest`.
+async fn flow_to(guardian: &Guardian, dest: SocketAddr) -> FlowRecord {
+    let dest = dest.to_string();
+    guardian
+        .sink
+        .wait(&format!("the flow to {dest}"), |_, flows| {
+            flows.iter().find(|f| f.dest == dest).cloned()
+        })
+        .await
+}
+
+/// Waits for a finding with this rule id from the exchange with `dest`.
+async fn finding_from(guardian: &Guardian, pattern: &str, dest: SocketAddr) {
+    let dest = dest.to_string();
+    guardian
+        .sink
+        .wait(&format!("a {pattern} finding from {dest}"), |findings, _| {
+            findings
+                .iter()
+                .find(|f| f.pattern == pattern && f.dest == dest)
+                .cloned()
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_refused_upstream_is_a_short_502_recorded_on_the_flow() {
+    let guardian = Guardian::start(|_| {}).await;
+    // Bound but not listening: connecting is refused, and the port stays
+    // ours for the whole test.
+    let reserved = TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let refused = reserved.local_addr().unwrap();
+    let (upstream, live) = raw_upstream().await;
+
+    let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+    client
+        .write_all(
+            format!("GET http://{refused}/x?token=q7Zp0 HTTP/1.1\r\nhost: {refused}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await.expect("an answer");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("text/plain")),
+        "{response:?}"
+    );
+    let text = response.text();
+    assert!(
+        text.starts_with(&format!("traffic-guardian: cannot connect to {refused}")),
+        "{text}"
+    );
+    assert!(
+        text.len() < 200 && text.trim_end().lines().count() == 1,
+        "short: {text}"
+    );
+    assert!(!text.contains("q7Zp0"), "no query in the reason: {text}");
+
+    // The same client connection carries on to a live upstream.
+    client
+        .write_all(format!("GET http://{live}/y HTTP/1.1\r\nhost: {live}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (mut up, head, _) = accept_request(&upstream).await;
+    assert!(head.starts_with("GET /y HTTP/1.1"), "{head}");
+    up.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfine")
+        .await
+        .unwrap();
+    let response = read_response(&mut client).await.expect("an answer");
+    assert_eq!((response.status, response.text().as_str()), (200, "fine"));
+    drop(client);
+
+    let flow = flow_to(&guardian, refused).await;
+    assert_eq!(flow.status, None, "{flow:?}");
+    let error = flow.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("cannot connect to"), "{flow:?}");
+    assert!(!error.contains("q7Zp0"), "{flow:?}");
+    assert_eq!(flow_to(&guardian, live).await.error, None);
+
+    let stats = guardian.assert_healthy().await;
+    assert_eq!(stats.upstream_errors, 1, "{stats:?}");
+    assert_eq!(stats.client_errors, 0, "{stats:?}");
+    assert_eq!(stats.requests, 3, "{stats:?}");
+    drop(reserved);
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_dies_mid_body_aborts_the_response_and_keeps_the_finding() {
+    const LENGTH: usize = 100_000;
+    let guardian = Guardian::start(|_| {}).await;
+    for ending in [Ending::Reset, Ending::Close] {
+        let (upstream, addr) = raw_upstream().await;
+        let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+        client
+            .write_all(format!("GET http://{addr}/page HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (mut up, _, _) = accept_request(&upstream).await;
+        let partial = format!("<pre>{PIPE_TO_SHELL}</pre>\n{}", "x".repeat(2000));
+        up.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {LENGTH}\r\n\r\n{partial}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // The head and the partial body are through before the upstream goes.
+        let mut got = Vec::new();
+        let head = read_head(&mut client, &mut got)
+            .await
+            .expect("the response head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        read_until_contains(&mut client, &mut got, "</pre>").await;
+        ending.apply(up);
+
+        // The client sees the response end early: no hang, no full body.
+        let rest = read_until_closed(&mut client, "the client connection").await;
+        assert!(got.len() + rest < LENGTH, "{ending:?}: the body was cut");
+
+        finding_from(&guardian, "pipe_to_shell", addr).await;
+        let flow = flow_to(&guardian, addr).await;
+        assert_eq!(flow.status, Some(200), "{ending:?}: {flow:?}");
+        assert_eq!(flow.bytes_in, partial.len() as u64, "{ending:?}: {flow:?}");
+        assert!(
+            flow.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("inbound body failed")),
+            "{ending:?}: {flow:?}"
+        );
+        guardian.assert_healthy().await;
+    }
+    let stats = guardian.stop().await;
+    assert_eq!(stats.findings, 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_504_after_the_response_timeout_and_is_let_go() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let guardian = Guardian::start(|config| {
+        config.limits.upstream_response_timeout = Some(TIMEOUT);
+    })
+    .await;
+    let (upstream, addr) = raw_upstream().await;
+    let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+    let asked = Instant::now();
+    client
+        .write_all(format!("GET http://{addr}/slow HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The upstream takes the request and never answers.
+    let (mut up, head, _) = accept_request(&upstream).await;
+    assert!(head.starts_with("GET /slow"), "{head}");
+
+    let response = read_response(&mut client).await.expect("an answer");
+    let waited = asked.elapsed();
+    assert_eq!(response.status, 504, "{response:?}");
+    assert_eq!(
+        response.text(),
+        format!("traffic-guardian: {addr} sent no response within {TIMEOUT:?}\n")
+    );
+    assert!(waited >= TIMEOUT, "answered after {waited:?}");
+    // The guardian hangs up on the silent upstream; it does not keep the
+    // connection (or pool it).
+    read_until_closed(&mut up, "the silent upstream's connection").await;
+
+    let flow = flow_to(&guardian, addr).await;
+    assert!(
+        flow.error
+            .as_deref()
+            .is_some_and(|e| e.contains("sent no response")),
+        "{flow:?}"
+    );
+    drop(client);
+    let stats = guardian.assert_healthy().await;
+    assert_eq!(stats.upstream_errors, 1, "{stats:?}");
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_cut_after_the_idle_timeout_on_both_sides() {
+    const IDLE: Duration = Duration::from_millis(300);
+    let guardian = Guardian::start(|config| {
+        config.limits.idle_timeout = IDLE;
+        config.limits.upstream_response_timeout = Some(IDLE);
+    })
+    .await;
+    let (upstream, addr) = raw_upstream().await;
+    let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+    client
+        .write_all(format!("GET http://{addr}/feed HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (mut up, _, _) = accept_request(&upstream).await;
+    up.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{PIPE_TO_SHELL}\n\r\n",
+            PIPE_TO_SHELL.len() + 1
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    read_head(&mut client, &mut got).await.expect("a head");
+    read_until_contains(&mut client, &mut got, PIPE_TO_SHELL).await;
+    // From here the upstream says nothing, but keeps its end open.
+    let stalled = Instant::now();
+    read_until_closed(&mut client, "the client connection").await;
+    let cut_after = stalled.elapsed();
+    assert!(cut_after >= IDLE, "cut after {cut_after:?}");
+    assert!(
+        cut_after < Duration::from_secs(5),
+        "cut by the configured idle timeout, not some other limit: {cut_after:?}"
+    );
+    read_until_closed(&mut up, "the stalled upstream's connection").await;
+
+    finding_from(&guardian, "pipe_to_shell", addr).await;
+    let flow = flow_to(&guardian, addr).await;
+    assert!(flow.error.is_some(), "{flow:?}");
+    guardian.assert_healthy().await;
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_upload_frees_both_sides() {
+    const LENGTH: usize = 10_000_000;
+    let guardian = Guardian::start(|_| {}).await;
+    for ending in [Ending::Reset, Ending::Close] {
+        let (upstream, addr) = raw_upstream().await;
+        let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+        let first = format!("{{\"key\":\"{AI_KEY}\",\"pad\":\"{}", "p".repeat(64 * 1024));
+        client
+            .write_all(
+                format!(
+                    "POST http://{addr}/upload HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {LENGTH}\r\n\r\n{first}"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // The upstream has the secret (the guardian forwards as it reads)
+        // before the client goes.
+        let (mut up, _, mut body) = accept_request(&upstream).await;
+        read_until_contains(&mut up, &mut body, AI_KEY).await;
+        ending.apply(client);
+
+        read_until_closed(&mut up, "the upstream connection").await;
+        finding_from(&guardian, "ai_api_key", addr).await;
+        let flow = flow_to(&guardian, addr).await;
+        assert!(flow.error.is_some(), "{ending:?}: {flow:?}");
+        assert!(flow.bytes_out < LENGTH as u64, "{ending:?}: {flow:?}");
+        guardian.settled().await;
+        guardian.assert_healthy().await;
+    }
+    guardian.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_download_frees_both_sides() {
+    let guardian = Guardian::start(|_| {}).await;
+    for ending in [Ending::Reset, Ending::Close] {
+        let (upstream, addr) = raw_upstream().await;
+        let mut client = TcpStream::connect(guardian.addr).await.unwrap();
+        client
+            .write_all(format!("GET http://{addr}/big HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (mut up, _, _) = accept_request(&upstream).await;
+        // An endless stream: the injection first, then filler for as long
+        // as anyone takes it. The task ends when its writes fail.
+        let streaming = tokio::spawn(async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000000000\r\n\r\n";
+            let mut written = 0u64;
+            up.write_all(format!("{head}{PIPE_TO_SHELL}\n").as_bytes())
+                .await?;
+            let filler = vec![b'.'; 64 * 1024];
+            loop {
+                up.write_all(&filler).await?;
+                written += filler.len() as u64;
+                if written > 1 << 34 {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        });
+        let mut got = Vec::new();
+        read_head(&mut client, &mut got).await.expect("a head");
+        read_until_contains(&mut client, &mut got, PIPE_TO_SHELL).await;
+        // Take a good part of the stream, then go.
+        while got.len() < 1024 * 1024 {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        ending.apply(client);
+
+        // The upstream's writes fail once the guardian lets go of it.
+        let written = tokio::time::timeout(PATIENCE, streaming)
+            .await
+            .expect("the upstream connection stayed open")
+            .unwrap();
+        assert!(written.is_err(), "{ending:?}: the upstream was cut");
+        finding_from(&guardian, "pipe_to_shell", addr).await;
+        let flow = flow_to(&guardian, addr).await;
+        assert_eq!(flow.status, Some(200), "{ending:?}: {flow:?}");
+        assert!(flow.bytes_in >= got.len() as u64, "{ending:?}: {flow:?}");
+        // A 200 the client never got to the end of is not a clean flow.
+        assert_eq!(
+            flow.error.as_deref(),
+            Some("inbound body cut short before its end"),
+            "{ending:?}: {flow:?}"
+        );
+        guardian.settled().await;
+        guardian.assert_healthy().await;
+    }
+    guardian.stop().await;
+}
