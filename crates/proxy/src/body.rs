@@ -135,7 +135,7 @@ where
             Poll::Ready(Some(Err(err))) => {
                 let err = err.into();
                 this.flow
-                    .set_error(format!("{} body failed: {err}", this.direction));
+                    .set_body_failed(this.direction, &crate::error::describe(err.as_ref()));
                 this.end(false);
                 Poll::Ready(Some(Err(err)))
             }

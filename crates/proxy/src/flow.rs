@@ -52,6 +52,9 @@ struct Outcome {
     /// more precise one was recorded (a failed upstream exchange drops its
     /// request body on the way out).
     cut_short: Option<String>,
+    /// Why the request body could not be read from the client, if it
+    /// could not: then a failed exchange is the client's doing.
+    request_body_failure: Option<String>,
     /// Set when the flow ended up handled otherwise than planned (a
     /// CONNECT meant for inspection that carried no TLS).
     handling: Option<FlowHandling>,
@@ -131,6 +134,27 @@ impl Flow {
         if let Ok(mut outcome) = self.outcome.lock() {
             outcome.error.get_or_insert(error);
         }
+    }
+
+    /// Records that the body in `direction` failed while it was read;
+    /// `reason` says why.
+    pub(crate) fn set_body_failed(&self, direction: Direction, reason: &str) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome
+                .error
+                .get_or_insert_with(|| format!("{direction} body failed: {reason}"));
+            if direction == Direction::Outbound {
+                outcome
+                    .request_body_failure
+                    .get_or_insert_with(|| reason.to_owned());
+            }
+        }
+    }
+
+    /// Why the request body could not be read from the client, if so.
+    pub(crate) fn request_body_failure(&self) -> Option<String> {
+        let outcome = self.outcome.lock().ok()?;
+        outcome.request_body_failure.clone()
     }
 
     /// Records that a body in `direction` was dropped before its end (the

@@ -174,12 +174,15 @@ async fn finding_from(guardian: &Guardian, pattern: &str, dest: SocketAddr) {
     let dest = dest.to_string();
     guardian
         .sink
-        .wait(&format!("a {pattern} finding from {dest}"), |findings, _| {
-            findings
-                .iter()
-                .find(|f| f.pattern == pattern && f.dest == dest)
-                .cloned()
-        })
+        .wait(
+            &format!("a {pattern} finding from {dest}"),
+            |findings, _| {
+                findings
+                    .iter()
+                    .find(|f| f.pattern == pattern && f.dest == dest)
+                    .cloned()
+            },
+        )
         .await;
 }
 
@@ -257,7 +260,9 @@ async fn an_upstream_that_dies_mid_body_aborts_the_response_and_keeps_the_findin
         let (upstream, addr) = raw_upstream().await;
         let mut client = TcpStream::connect(guardian.addr).await.unwrap();
         client
-            .write_all(format!("GET http://{addr}/page HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET http://{addr}/page HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes(),
+            )
             .await
             .unwrap();
         let (mut up, _, _) = accept_request(&upstream).await;
@@ -479,5 +484,304 @@ async fn a_client_that_vanishes_mid_download_frees_both_sides() {
         guardian.settled().await;
         guardian.assert_healthy().await;
     }
+    guardian.stop().await;
+}
+
+/// How the guardian answered one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A response with this status; `own` when the guardian's service
+    /// wrote it (a `traffic-guardian: …` reason), not the HTTP parser.
+    Status { status: u16, own: bool },
+    /// Closed without a response.
+    Closed,
+}
+
+/// A malformed request and the answers it may get.
+struct Malformed {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// Half-close after sending: the request can never be completed.
+    half_close: bool,
+    allowed: &'static [Answer],
+    /// The head is complete, so the request reaches the guardian's service
+    /// (and counts in `requests`).
+    served: bool,
+}
+
+const PARSER_400: Answer = Answer::Status {
+    status: 400,
+    own: false,
+};
+const PARSER_431: Answer = Answer::Status {
+    status: 431,
+    own: false,
+};
+const OWN_400: Answer = Answer::Status {
+    status: 400,
+    own: true,
+};
+
+fn malformed(up: SocketAddr) -> Vec<Malformed> {
+    let case = |name, bytes: Vec<u8>, allowed, served| Malformed {
+        name,
+        bytes,
+        half_close: false,
+        allowed,
+        served,
+    };
+    let cut = |name, bytes: Vec<u8>, allowed, served| Malformed {
+        half_close: true,
+        ..case(name, bytes, allowed, served)
+    };
+    let post_chunked = |chunks: &str| {
+        format!(
+            "POST http://{up}/hang HTTP/1.1\r\nhost: {up}\r\ntransfer-encoding: chunked\r\n\r\n{chunks}"
+        )
+        .into_bytes()
+    };
+    // A secret in a well-formed first chunk: it is forwarded and scanned
+    // before the body goes bad.
+    let first = format!("{{\"k\":\"{AI_KEY}\"}}");
+    let first = format!("{:x}\r\n{first}\r\n", first.len());
+    vec![
+        case("garbage", b"\x00\x01\x02garbage\xff\r\n\r\n".to_vec(), &[PARSER_400], false),
+        case(
+            "a TLS hello on the plain port",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+            &[PARSER_400, Answer::Closed],
+            false,
+        ),
+        case(
+            "oversized header",
+            format!("GET http://{up}/ok HTTP/1.1\r\nhost: {up}\r\nx-big: {}\r\n\r\n", "a".repeat(8192))
+                .into_bytes(),
+            &[PARSER_431],
+            false,
+        ),
+        case(
+            "oversized target",
+            format!("GET http://{up}/{} HTTP/1.1\r\nhost: {up}\r\n\r\n", "a".repeat(8192)).into_bytes(),
+            &[PARSER_431],
+            false,
+        ),
+        case(
+            "bad chunk size",
+            post_chunked(&format!("{first}ZZZ\r\nhello\r\n0\r\n\r\n")),
+            &[OWN_400],
+            true,
+        ),
+        case(
+            "chunk size overflow",
+            post_chunked(&format!("{first}FFFFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n")),
+            &[OWN_400],
+            true,
+        ),
+        case(
+            "chunk without its CRLF",
+            post_chunked(&format!("{first}5\r\nhelloXX0\r\n\r\n")),
+            &[OWN_400],
+            true,
+        ),
+        cut(
+            "body shorter than its content-length",
+            format!("POST http://{up}/hang HTTP/1.1\r\nhost: {up}\r\ncontent-length: 100\r\n\r\nshort")
+                .into_bytes(),
+            &[OWN_400],
+            true,
+        ),
+        cut(
+            "truncated CONNECT",
+            format!("CONNECT {}", up.ip()).into_bytes(),
+            &[PARSER_400, Answer::Closed],
+            false,
+        ),
+        cut(
+            "CONNECT head without its end",
+            format!("CONNECT {up} HTTP/1.1\r\nhost: {up}\r\n").into_bytes(),
+            &[PARSER_400, Answer::Closed],
+            false,
+        ),
+        case(
+            "CONNECT without a target",
+            b"CONNECT  HTTP/1.1\r\n\r\n".to_vec(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "two content-lengths",
+            format!("POST http://{up}/ok HTTP/1.1\r\nhost: {up}\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!")
+                .into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "negative content-length",
+            format!("POST http://{up}/ok HTTP/1.1\r\nhost: {up}\r\ncontent-length: -1\r\n\r\n").into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "unknown transfer coding",
+            format!("POST http://{up}/ok HTTP/1.1\r\nhost: {up}\r\ntransfer-encoding: gzip\r\n\r\nhello")
+                .into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "space in a header name",
+            format!("GET http://{up}/ok HTTP/1.1\r\nhost: {up}\r\nbad header: x\r\n\r\n").into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "NUL in a header value",
+            format!("GET http://{up}/ok HTTP/1.1\r\nhost: {up}\r\nx: a\x00b\r\n\r\n").into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "unknown HTTP version",
+            format!("GET http://{up}/ok HTTP/9.9\r\nhost: {up}\r\n\r\n").into_bytes(),
+            &[PARSER_400],
+            false,
+        ),
+        case(
+            "origin-form target",
+            format!("GET /ok HTTP/1.1\r\nhost: {up}\r\n\r\n").into_bytes(),
+            &[OWN_400],
+            true,
+        ),
+    ]
+}
+
+/// Sends `bytes` on a new connection and reads what comes back.
+async fn answer_to(guardian: SocketAddr, bytes: &[u8], half_close: bool) -> Answer {
+    let mut stream = TcpStream::connect(guardian).await.unwrap();
+    // The guardian may answer and close before it has read everything.
+    let _ = stream.write_all(bytes).await;
+    if half_close {
+        let _ = stream.shutdown().await;
+    }
+    match read_response(&mut stream).await {
+        None => Answer::Closed,
+        Some(response) => Answer::Status {
+            status: response.status,
+            own: response.text().starts_with("traffic-guardian: "),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_malformed_requests_gets_clear_refusals_and_good_ones_still_pass() {
+    const ROUNDS: usize = 3;
+    let guardian = Guardian::start(|config| config.limits.max_header_bytes = 4096).await;
+    let upstream = traffic_guardian_test_support::UpstreamServer::start(vec![
+        ("/ok", traffic_guardian_test_support::Reply::text("ok")),
+        ("/sink", traffic_guardian_test_support::Reply::Status(204)),
+        ("/hang", traffic_guardian_test_support::Reply::Hang),
+    ])
+    .await;
+    let up = upstream.addr();
+    let cases = malformed(up);
+    let good_get = format!("GET http://{up}/ok HTTP/1.1\r\nhost: {up}\r\n\r\n");
+    let secret = format!("key={AI_KEY}");
+    let good_post = format!(
+        "POST http://{up}/sink HTTP/1.1\r\nhost: {up}\r\ncontent-length: {}\r\n\r\n{secret}",
+        secret.len()
+    );
+
+    // Every case, each followed by a good request, all at once.
+    let mut burst = tokio::task::JoinSet::new();
+    for round in 0..ROUNDS {
+        for (i, case) in cases.iter().enumerate() {
+            let (bytes, half) = (case.bytes.clone(), case.half_close);
+            let addr = guardian.addr;
+            burst.spawn(async move { (Some(i), answer_to(addr, &bytes, half).await) });
+            let good = if (round + i) % 2 == 0 {
+                good_get.clone()
+            } else {
+                good_post.clone()
+            };
+            burst.spawn(async move { (None, answer_to(addr, good.as_bytes(), false).await) });
+        }
+    }
+    let mut served = 0;
+    let mut own_400 = 0;
+    let mut good = 0;
+    while let Some(joined) = burst.join_next().await {
+        let (case, answer) = joined.unwrap();
+        match case {
+            Some(i) => {
+                let case = &cases[i];
+                assert!(
+                    case.allowed.contains(&answer),
+                    "{}: got {answer:?}, allowed {:?}",
+                    case.name,
+                    case.allowed
+                );
+                served += usize::from(case.served);
+                own_400 += usize::from(answer == OWN_400);
+            }
+            None => {
+                assert!(
+                    matches!(
+                        answer,
+                        Answer::Status {
+                            status: 200 | 204,
+                            own: false
+                        }
+                    ),
+                    "a good request got {answer:?}"
+                );
+                good += 1;
+            }
+        }
+    }
+    assert_eq!(good, ROUNDS * cases.len());
+
+    // A keep-alive connection that turns bad after a good exchange.
+    let mut stream = TcpStream::connect(guardian.addr).await.unwrap();
+    stream.write_all(good_get.as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await.expect("an answer");
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+    stream
+        .write_all(b"\x00\x01 nonsense\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut stream).await.expect("an answer");
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        read_until_closed(&mut stream, "the poisoned connection").await,
+        0
+    );
+
+    // The secrets in good requests, and in the good first chunk of the
+    // malformed bodies, were all found.
+    let posts = (0..ROUNDS)
+        .flat_map(|round| (0..cases.len()).map(move |i| (round + i) % 2))
+        .filter(|odd| *odd == 1)
+        .count();
+    let chunked = cases.iter().filter(|c| c.name.contains("chunk")).count();
+    let dest = up.to_string();
+    guardian
+        .sink
+        .wait("every secret's finding", |findings, _| {
+            let n = findings
+                .iter()
+                .filter(|f| f.pattern == "ai_api_key" && f.dest == dest)
+                .count();
+            (n >= posts + ROUNDS * chunked).then_some(n)
+        })
+        .await;
+
+    let stats = guardian.settled().await;
+    let connections = 2 * ROUNDS * cases.len() + 1;
+    assert_eq!(stats.connections_total, connections as u64, "{stats:?}");
+    assert_eq!(stats.requests, (served + good + 1) as u64, "{stats:?}");
+    // The upstream never failed: every refusal is the client's.
+    assert_eq!(stats.upstream_errors, 0, "{stats:?}");
+    assert_eq!(stats.client_errors, own_400 as u64, "{stats:?}");
+    guardian.assert_healthy().await;
     guardian.stop().await;
 }
