@@ -776,6 +776,13 @@ async fn a_burst_of_malformed_requests_gets_clear_refusals_and_good_ones_still_p
         .await;
 
     let stats = guardian.settled().await;
+    let found = guardian
+        .sink
+        .findings()
+        .iter()
+        .filter(|f| f.pattern == "ai_api_key" && f.dest == dest)
+        .count();
+    assert_eq!(found, posts + ROUNDS * chunked, "one finding per secret");
     let connections = 2 * ROUNDS * cases.len() + 1;
     assert_eq!(stats.connections_total, connections as u64, "{stats:?}");
     assert_eq!(stats.requests, (served + good + 1) as u64, "{stats:?}");
