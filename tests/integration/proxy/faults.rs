@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use traffic_guardian_proxy::FlowRecord;
 
@@ -156,6 +156,28 @@ async fn accept_request(listener: &TcpListener) -> (TcpStream, String, Vec<u8>) 
         .await
         .expect("a request head");
     (stream, head, buf)
+}
+
+/// Plays an endless response: the head and an injection, then filler for
+/// as long as anyone takes it. Returns the error that ends it (the
+/// connection was closed under it).
+async fn stream_endlessly(mut up: impl AsyncWrite + Unpin) -> std::io::Error {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000000000\r\n\r\n{PIPE_TO_SHELL}\n"
+    );
+    let filler = vec![b'.'; 64 * 1024];
+    let mut next: &[u8] = head.as_bytes();
+    loop {
+        if let Err(err) = async {
+            up.write_all(next).await?;
+            up.flush().await
+        }
+        .await
+        {
+            return err;
+        }
+        next = &filler;
+    }
 }
 
 /// The flow record of the exchange with `dest`.
@@ -436,23 +458,8 @@ async fn a_client_that_vanishes_mid_download_frees_both_sides() {
             .write_all(format!("GET http://{addr}/big HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let (mut up, _, _) = accept_request(&upstream).await;
-        // An endless stream: the injection first, then filler for as long
-        // as anyone takes it. The task ends when its writes fail.
-        let streaming = tokio::spawn(async move {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000000000\r\n\r\n";
-            let mut written = 0u64;
-            up.write_all(format!("{head}{PIPE_TO_SHELL}\n").as_bytes())
-                .await?;
-            let filler = vec![b'.'; 64 * 1024];
-            loop {
-                up.write_all(&filler).await?;
-                written += filler.len() as u64;
-                if written > 1 << 34 {
-                    return Ok::<_, std::io::Error>(());
-                }
-            }
-        });
+        let (up, _, _) = accept_request(&upstream).await;
+        let streaming = tokio::spawn(stream_endlessly(up));
         let mut got = Vec::new();
         read_head(&mut client, &mut got).await.expect("a head");
         read_until_contains(&mut client, &mut got, PIPE_TO_SHELL).await;
@@ -466,11 +473,10 @@ async fn a_client_that_vanishes_mid_download_frees_both_sides() {
         ending.apply(client);
 
         // The upstream's writes fail once the guardian lets go of it.
-        let written = tokio::time::timeout(PATIENCE, streaming)
+        tokio::time::timeout(PATIENCE, streaming)
             .await
             .expect("the upstream connection stayed open")
             .unwrap();
-        assert!(written.is_err(), "{ending:?}: the upstream was cut");
         finding_from(&guardian, "pipe_to_shell", addr).await;
         let flow = flow_to(&guardian, addr).await;
         assert_eq!(flow.status, Some(200), "{ending:?}: {flow:?}");
@@ -789,6 +795,232 @@ async fn a_burst_of_malformed_requests_gets_clear_refusals_and_good_ones_still_p
     // The upstream never failed: every refusal is the client's.
     assert_eq!(stats.upstream_errors, 0, "{stats:?}");
     assert_eq!(stats.client_errors, own_400 as u64, "{stats:?}");
+    guardian.assert_healthy().await;
+    guardian.stop().await;
+}
+
+/// A TLS upstream played by hand: HTTP/1.1 only, with a certificate from
+/// the CA the guardian trusts for upstreams.
+struct TlsRawUpstream {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    addr: SocketAddr,
+}
+
+impl TlsRawUpstream {
+    async fn start(guardian: &Guardian) -> TlsRawUpstream {
+        let (listener, addr) = raw_upstream().await;
+        let config = guardian
+            .upstream_ca
+            .server_config_with_alpn(&["127.0.0.1"], &[b"http/1.1"]);
+        TlsRawUpstream {
+            listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            addr,
+        }
+    }
+
+    /// The next connection and request head, decrypted.
+    async fn accept(&self) -> (tokio_rustls::server::TlsStream<TcpStream>, String) {
+        let (tcp, _) = tokio::time::timeout(PATIENCE, self.listener.accept())
+            .await
+            .expect("the guardian connects upstream")
+            .unwrap();
+        let mut tls = self.acceptor.accept(tcp).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(PATIENCE, tls.read(&mut byte))
+                .await
+                .expect("a request head")
+                .unwrap();
+            assert_ne!(n, 0, "closed before the request head");
+            head.push(byte[0]);
+        }
+        (tls, String::from_utf8_lossy(&head).into_owned())
+    }
+}
+
+/// An HTTP/2 client inside an inspected TLS session through the guardian.
+async fn h2_client_through(
+    guardian: &Guardian,
+    dest: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    use std::sync::Arc;
+
+    let mut tcp = TcpStream::connect(guardian.addr).await.unwrap();
+    tcp.write_all(format!("CONNECT {dest} HTTP/1.1\r\nhost: {dest}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let head = read_head(&mut tcp, &mut buf)
+        .await
+        .expect("a CONNECT answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(guardian.ca.cert_der()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from(dest.ip().to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Starts a GET over the HTTP/2 session; the response head comes once the
+/// test has played the upstream's part.
+fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    dest: SocketAddr,
+    path: &str,
+) -> tokio::task::JoinHandle<http::Response<hyper::body::Incoming>> {
+    let request = http::Request::get(format!("https://{dest}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request);
+    tokio::spawn(async move {
+        tokio::time::timeout(PATIENCE, response)
+            .await
+            .expect("a response head")
+            .unwrap()
+    })
+}
+
+/// Reads response body frames until `needle` and at least `at_least`
+/// bytes have come; returns how many did.
+async fn read_body_until(body: &mut hyper::body::Incoming, needle: &str, at_least: usize) -> usize {
+    use http_body_util::BodyExt;
+
+    let mut got = Vec::new();
+    let read = async {
+        while got.len() < at_least || !got.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            let frame = body.frame().await.expect("more body").unwrap();
+            if let Ok(data) = frame.into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} never arrived"));
+    got.len()
+}
+
+#[tokio::test]
+async fn inside_inspected_http2_a_failed_or_cancelled_stream_leaves_the_session_serving() {
+    use http_body_util::BodyExt;
+
+    let guardian = Guardian::start(|_| {}).await;
+    let upstream = TlsRawUpstream::start(&guardian).await;
+    let dest = upstream.addr;
+    let mut client = h2_client_through(&guardian, dest).await;
+
+    // Stream 1: the upstream resets in the middle of the body.
+    let response = h2_get(&mut client, dest, "/reset");
+    let (mut up, head) = upstream.accept().await;
+    assert!(head.starts_with("GET /reset HTTP/1.1"), "{head}");
+    up.write_all(
+        format!("HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n{PIPE_TO_SHELL}\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    up.flush().await.unwrap();
+    let mut body = response.await.unwrap().into_body();
+    read_body_until(&mut body, PIPE_TO_SHELL, 0).await;
+    let (tcp, _) = up.into_inner();
+    Ending::Reset.apply(tcp);
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return true,
+                None => return false,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends instead of hanging");
+    assert!(ended, "the stream ends with an error, not as if complete");
+    // The client's session lives as long as any of its streams.
+    drop(body);
+    let flow = guardian
+        .sink
+        .wait("the reset stream's flow", |_, flows| {
+            flows.iter().find(|f| f.method == "GET").cloned()
+        })
+        .await;
+    assert!(
+        flow.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("inbound body failed")),
+        "{flow:?}"
+    );
+
+    // Stream 2: the client cancels in the middle of an endless download.
+    let response = h2_get(&mut client, dest, "/endless");
+    let (up, _) = upstream.accept().await;
+    let streaming = tokio::spawn(stream_endlessly(up));
+    let mut body = response.await.unwrap().into_body();
+    read_body_until(&mut body, PIPE_TO_SHELL, 512 * 1024).await;
+    drop(body);
+    tokio::time::timeout(PATIENCE, streaming)
+        .await
+        .expect("the upstream connection stayed open after the stream was cancelled")
+        .unwrap();
+    let flows = guardian.sink.flows("GET", 2).await;
+    assert_eq!(
+        flows[1].error.as_deref(),
+        Some("inbound body cut short before its end"),
+        "{flows:?}"
+    );
+    assert_eq!(
+        guardian.proxy.stats().connections_open,
+        1,
+        "the session lives on"
+    );
+
+    // Stream 3 on the same session: served as if nothing happened.
+    let response = h2_get(&mut client, dest, "/fine");
+    let (mut up, _) = upstream.accept().await;
+    up.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfine")
+        .await
+        .unwrap();
+    up.flush().await.unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(PATIENCE, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"fine");
+
+    let findings = guardian.sink.findings();
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|f| f.pattern == "pipe_to_shell")
+            .count(),
+        2,
+        "both cut streams' findings are kept: {findings:#?}"
+    );
+    drop(client);
     guardian.assert_healthy().await;
     guardian.stop().await;
 }
