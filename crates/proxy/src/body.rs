@@ -49,6 +49,8 @@ pub(crate) struct ScanBody<B: Body> {
     fed: u64,
     seen: u64,
     done: bool,
+    /// A trailers frame passed: it is always a message's last.
+    trailers: bool,
     on_end: Option<OnEnd>,
     _hold: Option<Box<dyn Send>>,
 }
@@ -72,6 +74,7 @@ impl<B: Body> ScanBody<B> {
             fed: 0,
             seen: 0,
             done: false,
+            trailers: false,
             on_end,
             _hold: hold,
         }
@@ -128,6 +131,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.feed(data);
                 }
+                this.trailers |= frame.is_trailers();
                 // The last frame goes out first; the scan finishes on the
                 // next poll or when the body is dropped, whichever comes.
                 Poll::Ready(Some(Ok(frame)))
@@ -161,8 +165,8 @@ impl<B: Body> Drop for ScanBody<B> {
         // A body dropped before its end (client gone, error): still report
         // what was scanned, and that the flow was cut short. The connection
         // is reused only if the body had really ended (an empty body may
-        // never be polled).
-        let clean = self.done || self.inner.is_end_stream();
+        // never be polled, and nothing follows trailers).
+        let clean = self.done || self.trailers || self.inner.is_end_stream();
         if !clean {
             self.flow.set_cut_short(self.direction);
         }

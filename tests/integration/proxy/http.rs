@@ -446,6 +446,10 @@ async fn response_trailers_pass_through() {
         raw.contains("\r\n0\r\nx-checksum: abc123\r\n"),
         "trailer lost: {raw:?}"
     );
+    // Trailers end the message: the flow is complete, not cut short.
+    let flow = guardian.sink.flows("GET", 1).await.remove(0);
+    assert_eq!(flow.error, None, "{flow:?}");
+    assert_eq!(flow.bytes_in, 7, "{flow:?}");
     guardian.stop().await;
 }
 
