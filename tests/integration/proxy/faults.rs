@@ -288,7 +288,10 @@ async fn an_upstream_that_dies_mid_body_aborts_the_response_and_keeps_the_findin
             .await
             .unwrap();
         let (mut up, _, _) = accept_request(&upstream).await;
-        let partial = format!("<pre>{PIPE_TO_SHELL}</pre>\n{}", "x".repeat(2000));
+        let partial = format!(
+            "<pre>{PIPE_TO_SHELL}</pre>\n{}<!-- part end -->",
+            "x".repeat(2000)
+        );
         up.write_all(
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {LENGTH}\r\n\r\n{partial}"
@@ -303,7 +306,7 @@ async fn an_upstream_that_dies_mid_body_aborts_the_response_and_keeps_the_findin
             .await
             .expect("the response head");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        read_until_contains(&mut client, &mut got, "</pre>").await;
+        read_until_contains(&mut client, &mut got, "<!-- part end -->").await;
         ending.apply(up);
 
         // The client sees the response end early: no hang, no full body.
