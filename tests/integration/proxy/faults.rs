@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use traffic_guardian_proxy::FlowRecord;
+use traffic_guardian_test_support::{Reply, UpstreamServer};
 
 use super::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
 
@@ -685,10 +686,10 @@ async fn answer_to(guardian: SocketAddr, bytes: &[u8], half_close: bool) -> Answ
 async fn a_burst_of_malformed_requests_gets_clear_refusals_and_good_ones_still_pass() {
     const ROUNDS: usize = 3;
     let guardian = Guardian::start(|config| config.limits.max_header_bytes = 4096).await;
-    let upstream = traffic_guardian_test_support::UpstreamServer::start(vec![
-        ("/ok", traffic_guardian_test_support::Reply::text("ok")),
-        ("/sink", traffic_guardian_test_support::Reply::Status(204)),
-        ("/hang", traffic_guardian_test_support::Reply::Hang),
+    let upstream = UpstreamServer::start(vec![
+        ("/ok", Reply::text("ok")),
+        ("/sink", Reply::Status(204)),
+        ("/hang", Reply::Hang),
     ])
     .await;
     let up = upstream.addr();
