@@ -9,5 +9,6 @@ mod https_inspection;
 mod ipc;
 mod lifecycle;
 mod mcp;
+mod proxy;
 mod scan_cli;
 mod setup_cli;

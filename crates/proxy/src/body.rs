@@ -1,6 +1,7 @@
 //! The tee body: forwards each frame the moment it arrives and feeds a
 //! bounded copy to the message scanner, finishing the scan when the message
-//! ends, fails or is dropped, so nothing that was scanned is lost.
+//! ends, fails or is dropped, so nothing that was scanned is lost (and a
+//! body dropped early leaves its mark on the flow record).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub(crate) struct ScanBody<B: Body> {
     fed: u64,
     seen: u64,
     done: bool,
+    /// A trailers frame passed: it is always a message's last.
+    trailers: bool,
     on_end: Option<OnEnd>,
     _hold: Option<Box<dyn Send>>,
 }
@@ -71,6 +74,7 @@ impl<B: Body> ScanBody<B> {
             fed: 0,
             seen: 0,
             done: false,
+            trailers: false,
             on_end,
             _hold: hold,
         }
@@ -127,6 +131,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.feed(data);
                 }
+                this.trailers |= frame.is_trailers();
                 // The last frame goes out first; the scan finishes on the
                 // next poll or when the body is dropped, whichever comes.
                 Poll::Ready(Some(Ok(frame)))
@@ -134,7 +139,7 @@ where
             Poll::Ready(Some(Err(err))) => {
                 let err = err.into();
                 this.flow
-                    .set_error(format!("{} body failed: {err}", this.direction));
+                    .set_body_failed(this.direction, &crate::error::describe(err.as_ref()));
                 this.end(false);
                 Poll::Ready(Some(Err(err)))
             }
@@ -158,9 +163,13 @@ where
 impl<B: Body> Drop for ScanBody<B> {
     fn drop(&mut self) {
         // A body dropped before its end (client gone, error): still report
-        // what was scanned. The connection is reused only if the body had
-        // really ended (an empty body may never be polled).
-        let clean = self.done || self.inner.is_end_stream();
+        // what was scanned, and that the flow was cut short. The connection
+        // is reused only if the body had really ended (an empty body may
+        // never be polled, and nothing follows trailers).
+        let clean = self.done || self.trailers || self.inner.is_end_stream();
+        if !clean {
+            self.flow.set_cut_short(self.direction);
+        }
         self.end(clean);
     }
 }

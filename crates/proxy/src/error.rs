@@ -182,15 +182,15 @@ impl Error {
     pub(crate) fn upstream_http(dest: &str, err: &hyper::Error) -> Error {
         Error::UpstreamHttp {
             dest: dest.to_owned(),
-            reason: describe_hyper(err),
+            reason: describe(err),
         }
     }
 }
 
-/// A one-line description of a hyper error, including its innermost cause.
-fn describe_hyper(err: &hyper::Error) -> String {
+/// A one-line description of an error and every cause below it.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = err.source();
     while let Some(inner) = source {
         text.push_str(": ");
         text.push_str(&inner.to_string());

@@ -48,6 +48,13 @@ pub(crate) struct FlowMeta {
 struct Outcome {
     status: Option<u16>,
     error: Option<String>,
+    /// A body that was dropped before its end: the flow's error unless a
+    /// more precise one was recorded (a failed upstream exchange drops its
+    /// request body on the way out).
+    cut_short: Option<String>,
+    /// Why the request body could not be read from the client, if it
+    /// could not: then a failed exchange is the client's doing.
+    request_body_failure: Option<String>,
     /// Set when the flow ended up handled otherwise than planned (a
     /// CONNECT meant for inspection that carried no TLS).
     handling: Option<FlowHandling>,
@@ -126,6 +133,37 @@ impl Flow {
     pub(crate) fn set_error(&self, error: String) {
         if let Ok(mut outcome) = self.outcome.lock() {
             outcome.error.get_or_insert(error);
+        }
+    }
+
+    /// Records that the body in `direction` failed while it was read;
+    /// `reason` says why.
+    pub(crate) fn set_body_failed(&self, direction: Direction, reason: &str) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome
+                .error
+                .get_or_insert_with(|| format!("{direction} body failed: {reason}"));
+            if direction == Direction::Outbound {
+                outcome
+                    .request_body_failure
+                    .get_or_insert_with(|| reason.to_owned());
+            }
+        }
+    }
+
+    /// Why the request body could not be read from the client, if so.
+    pub(crate) fn request_body_failure(&self) -> Option<String> {
+        let outcome = self.outcome.lock().ok()?;
+        outcome.request_body_failure.clone()
+    }
+
+    /// Records that a body in `direction` was dropped before its end (the
+    /// peer reading it went away, or the exchange was abandoned).
+    pub(crate) fn set_cut_short(&self, direction: Direction) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome
+                .cut_short
+                .get_or_insert_with(|| format!("{direction} body cut short before its end"));
         }
     }
 
@@ -220,7 +258,7 @@ impl Drop for Flow {
             scanned_bytes: scanned,
             unscanned_bytes: unscanned,
             duration: self.started.elapsed(),
-            error: outcome.error,
+            error: outcome.error.or(outcome.cut_short),
         };
         tracing::debug!(
             flow = %record.flow_id,

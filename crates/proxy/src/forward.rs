@@ -176,7 +176,18 @@ async fn forward(
             exchange.tunnel_auth.as_ref(),
         )
         .await
-        .inspect_err(|err| flow.set_error(err.to_string()))?;
+        .map_err(|err| {
+            // The client's own body broke (bad chunking, cut short): the
+            // exchange failed because of the client, not the server.
+            let err = match flow.request_body_failure() {
+                Some(reason) => {
+                    Error::BadRequest(format!("the request body could not be read: {reason}"))
+                }
+                None => err,
+            };
+            flow.set_error(err.to_string());
+            err
+        })?;
 
     let mut response = sent.response;
     let status = response.status();

@@ -64,5 +64,7 @@ pub struct FlowRecord {
     /// From the request's arrival until both bodies ended.
     pub duration: Duration,
     /// Why the flow failed, if it did (no secrets: a class and `host:port`).
+    /// A body that ended early counts: one that failed while being read,
+    /// or one cut short because a peer went away.
     pub error: Option<String>,
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use traffic_guardian_core::Finding;
@@ -10,7 +10,7 @@ use traffic_guardian_proxy::{
     CertificateAuthority, Engine, FindingSink, FlowRecord, Proxy, ProxyConfig, ProxyStats,
     RunningProxy, RuntimeConfig, UnknownClients,
 };
-use traffic_guardian_test_support::{Curl, TestCa};
+use traffic_guardian_test_support::{Curl, PanicWatch, Reply, TestCa, UpstreamServer};
 
 /// Longest a test waits for anything before failing.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
@@ -118,6 +118,8 @@ pub(crate) struct Guardian {
     /// The CA the test upstreams' certificates come from (trusted by the
     /// guardian as an extra root).
     pub(crate) upstream_ca: TestCa,
+    /// Panics in the test's thread, where every task of the guardian runs.
+    panics: PanicWatch,
 }
 
 impl Guardian {
@@ -137,6 +139,7 @@ impl Guardian {
         config.extra_upstream_roots = vec![upstream_ca.cert_der()];
         tweak(&mut config);
         let sink = Arc::new(MemorySink::default());
+        let panics = PanicWatch::new();
         let proxy = Proxy::start(config, sink.clone()).await.unwrap();
         let addr = proxy.local_addrs()[0];
         Guardian {
@@ -145,6 +148,7 @@ impl Guardian {
             addr,
             ca,
             upstream_ca,
+            panics,
         }
     }
 
@@ -156,10 +160,63 @@ impl Guardian {
         ])
     }
 
-    /// Stops gracefully and returns the final counters.
+    /// Waits until no client connection is open any more (the baseline of
+    /// every test) and returns the counters then.
+    pub(crate) async fn settled(&self) -> ProxyStats {
+        wait_until("every client connection to close", || {
+            let stats = self.proxy.stats();
+            (stats.connections_open == 0).then_some(stats)
+        })
+        .await
+    }
+
+    /// The guardian still serves: a new request through it to a new
+    /// upstream succeeds and is recorded, and its connection closes again.
+    /// Returns the counters once it has.
+    pub(crate) async fn assert_healthy(&self) -> ProxyStats {
+        let upstream = UpstreamServer::start(vec![("/health", Reply::text("ok"))]).await;
+        let out = self
+            .curl()
+            .args(["--fail"])
+            .arg_url(&upstream.url("http", "/health"))
+            .run()
+            .await;
+        assert_eq!(out.code, 0, "health check: {}", out.stderr);
+        assert_eq!(out.text(), "ok", "health check");
+        let dest = upstream.addr().to_string();
+        self.sink
+            .wait("the health check's flow", |_, flows| {
+                flows
+                    .iter()
+                    .find(|f| f.dest == dest && f.status == Some(200) && f.error.is_none())
+                    .cloned()
+            })
+            .await;
+        self.settled().await
+    }
+
+    /// Stops gracefully and returns the final counters. Fails the test if
+    /// anything panicked on its thread meanwhile (a panicking task only
+    /// shows as a closed connection otherwise).
     pub(crate) async fn stop(self) -> ProxyStats {
-        self.proxy
+        let stats = self
+            .proxy
             .shutdown_with_deadline(Duration::from_secs(5))
-            .await
+            .await;
+        assert_eq!(self.panics.count(), 0, "a task panicked");
+        stats
+    }
+}
+
+/// Polls `check` until it returns something, or fails the test after
+/// [`PATIENCE`]. For conditions nothing announces (counters).
+pub(crate) async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -6,7 +6,7 @@ use traffic_guardian_core::Protocol;
 use traffic_guardian_proxy::FlowHandling;
 use traffic_guardian_test_support::{Reply, TestCa, UpstreamServer};
 
-use crate::harness::{AI_KEY, Guardian, PIPE_TO_SHELL};
+use super::harness::{AI_KEY, Guardian, PIPE_TO_SHELL};
 
 async fn tls_upstream(ca: &TestCa, routes: Vec<(&str, Reply)>) -> UpstreamServer {
     UpstreamServer::start_tls(routes, ca.server_config(&["localhost", "127.0.0.1"])).await

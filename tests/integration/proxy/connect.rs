@@ -4,7 +4,7 @@ use traffic_guardian_core::Protocol;
 use traffic_guardian_proxy::{FlowHandling, RuntimeConfig};
 use traffic_guardian_test_support::{Reply, UpstreamServer};
 
-use crate::harness::{AI_KEY, Guardian};
+use super::harness::{AI_KEY, Guardian};
 
 #[tokio::test]
 async fn connect_is_a_recorded_tunnel_for_runtimes_without_inspection() {
@@ -131,7 +131,7 @@ async fn a_connect_without_tls_is_tunnelled_even_for_inspected_runtimes() {
         .unwrap();
     let mut response = String::new();
     tokio::time::timeout(
-        crate::harness::PATIENCE,
+        super::harness::PATIENCE,
         stream.read_to_string(&mut response),
     )
     .await

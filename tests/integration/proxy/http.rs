@@ -11,7 +11,7 @@ use traffic_guardian_core::Protocol;
 use traffic_guardian_proxy::FlowHandling;
 use traffic_guardian_test_support::{ChannelBody, Reply, UpstreamServer, finish_curl};
 
-use crate::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
+use super::harness::{AI_KEY, Guardian, PATIENCE, PIPE_TO_SHELL};
 
 #[tokio::test]
 async fn request_secret_is_found_and_body_arrives_unchanged() {
@@ -446,6 +446,10 @@ async fn response_trailers_pass_through() {
         raw.contains("\r\n0\r\nx-checksum: abc123\r\n"),
         "trailer lost: {raw:?}"
     );
+    // Trailers end the message: the flow is complete, not cut short.
+    let flow = guardian.sink.flows("GET", 1).await.remove(0);
+    assert_eq!(flow.error, None, "{flow:?}");
+    assert_eq!(flow.bytes_in, 7, "{flow:?}");
     guardian.stop().await;
 }
 

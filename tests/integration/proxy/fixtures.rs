@@ -6,7 +6,7 @@ use bytes::Bytes;
 use traffic_guardian_core::Protocol;
 use traffic_guardian_test_support::{Reply, UpstreamServer};
 
-use crate::harness::Guardian;
+use super::harness::Guardian;
 
 /// Built at run time, as the core's tests do, so no key-shaped literal
 /// sits in the source.

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use traffic_guardian_proxy::{ListenerConfig, RuntimeConfig, UnknownClients};
 use traffic_guardian_test_support::{Curl, Reply, UpstreamServer};
 
-use crate::harness::{AI_KEY, Guardian, PATIENCE};
+use super::harness::{AI_KEY, Guardian, PATIENCE};
 
 async fn status_of(curl: Curl, url: &str) -> (String, String) {
     let out = curl.args(["-w", "\n%{http_code}"]).arg_url(url).run().await;

@@ -5,7 +5,7 @@ use http::Method;
 use traffic_guardian_proxy::UpstreamProxy;
 use traffic_guardian_test_support::{ChainProxy, Reply, UpstreamServer};
 
-use crate::harness::{AI_KEY, Guardian};
+use super::harness::{AI_KEY, Guardian};
 
 /// `user:s3cret-chain-pass` in Basic form.
 const CREDENTIAL: &str = "Basic dXNlcjpzM2NyZXQtY2hhaW4tcGFzcw==";

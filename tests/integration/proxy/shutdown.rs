@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use traffic_guardian_test_support::{Reply, UpstreamServer, finish_curl};
 
-use crate::harness::{Guardian, PATIENCE, PIPE_TO_SHELL};
+use super::harness::{Guardian, PATIENCE, PIPE_TO_SHELL};
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams_and_flushes_their_findings() {
