@@ -12,6 +12,7 @@
 
 pub mod canary;
 pub mod host;
+pub mod python;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
