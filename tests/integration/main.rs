@@ -9,5 +9,6 @@ mod https_inspection;
 mod ipc;
 mod lifecycle;
 mod mcp;
+mod real_clients;
 mod scan_cli;
 mod setup_cli;
