@@ -4,6 +4,7 @@
 
 mod ca_cli;
 mod config_cli;
+mod crash;
 mod findings_cli;
 mod https_inspection;
 mod ipc;

@@ -12,6 +12,7 @@
 
 pub mod canary;
 pub mod host;
+pub mod load;
 pub mod python;
 
 use std::collections::HashMap;
