@@ -328,6 +328,12 @@ async fn curl_python_and_node_wired_by_setup_are_inspected_end_to_end() {
             client.name,
             stdout(&refused)
         );
+        assert!(
+            stderr(&refused).to_lowercase().contains("certificate"),
+            "{} failed otherwise: {}",
+            client.name,
+            stderr(&refused)
+        );
         outputs.push(stdout(&refused));
         outputs.push(stderr(&refused));
     }
