@@ -4,11 +4,13 @@
 
 mod ca_cli;
 mod config_cli;
+mod crash;
 mod findings_cli;
 mod https_inspection;
 mod ipc;
 mod lifecycle;
 mod mcp;
 mod proxy;
+mod real_clients;
 mod scan_cli;
 mod setup_cli;

@@ -3,13 +3,12 @@
 //! findings log made by the real engine from canary traffic.
 //!
 //! The Python client lives in `tests/python/`; its virtualenv is
-//! `<repo>/.venv`, created here on first use if it is missing
-//! (`python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`).
+//! `<repo>/.venv` (see [`traffic_guardian_tests::python`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -18,80 +17,11 @@ use traffic_guardian_ipc::{GroupMap, GroupName, Watcher, WatcherConfig, WatcherH
 use traffic_guardian_tests::canary::{Canaries, canary_findings};
 use traffic_guardian_tests::cargo_bin;
 use traffic_guardian_tests::host::FindingsLogHost;
-
-/// The repository root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use traffic_guardian_tests::python::{python, repo};
 
 /// The `traffic-guardian-mcp` binary, built for this test run.
 fn mcp_binary() -> PathBuf {
     cargo_bin("traffic-guardian-mcp", "traffic-guardian-mcp")
-}
-
-/// The Python interpreter of `<repo>/.venv` with the pinned `mcp` SDK,
-/// set up on first use.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let ready = PYTHON.get_or_init(|| {
-        let venv = repo().join(".venv");
-        let python = venv.join("bin/python");
-        let requirements = repo().join("tests/python/requirements.txt");
-        let pinned = std::fs::read_to_string(&requirements)
-            .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("mcp==").map(str::to_owned))
-            .ok_or("tests/python/requirements.txt pins no mcp version")?;
-        let installed = || {
-            Command::new(&python)
-                .args([
-                    "-c",
-                    "import importlib.metadata as m; print(m.version('mcp'))",
-                ])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        };
-        if installed().as_deref() == Some(pinned.as_str()) {
-            return Ok(python);
-        }
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{cmd:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
-        if !python.exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        }
-        run(Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "-r"])
-            .arg(&requirements))?;
-        match installed() {
-            Some(version) if version == pinned => Ok(python),
-            other => Err(format!(
-                "mcp {pinned} not importable after install: {other:?}"
-            )),
-        }
-    });
-    match ready {
-        Ok(python) => python,
-        Err(why) => panic!(
-            "the MCP end-to-end tests need Python 3 with the official MCP SDK in {}/.venv, and \
-             setting it up failed: {why}\nSet it up by hand with: python3 -m venv .venv && \
-             .venv/bin/pip install -r tests/python/requirements.txt",
-            repo().display()
-        ),
-    }
 }
 
 /// Stand-ins for certificate DER: the wiring check hashes the bytes between

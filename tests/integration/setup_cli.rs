@@ -57,14 +57,15 @@ docker run \
 /// CA that exists but is not exported yet, and the explicit trust-store flag.
 const APPLE_INSPECTED: &str = r##"# NanoClaw traffic guardian: wiring for runtime "main" (Apple Container)
 # The guardian watches and logs; it never blocks and never changes a trust store.
-# Containers reach it at http://main@192.168.64.1:10280
-# The proxy user "main" names the runtime; no password is checked.
+# Containers reach it at http://main:unchecked@192.168.64.1:10280
+# The proxy user "main" names the runtime; the password is never checked,
+# but clients such as Python requests and Node's fetch send no user without one.
 
 ## 1. Environment variables (set in every container of this runtime)
-HTTP_PROXY=http://main@192.168.64.1:10280
-HTTPS_PROXY=http://main@192.168.64.1:10280
-http_proxy=http://main@192.168.64.1:10280
-https_proxy=http://main@192.168.64.1:10280
+HTTP_PROXY=http://main:unchecked@192.168.64.1:10280
+HTTPS_PROXY=http://main:unchecked@192.168.64.1:10280
+http_proxy=http://main:unchecked@192.168.64.1:10280
+https_proxy=http://main:unchecked@192.168.64.1:10280
 NO_PROXY=localhost,127.0.0.1,::1
 no_proxy=localhost,127.0.0.1,::1
 NODE_USE_ENV_PROXY=1
@@ -86,10 +87,10 @@ DENO_CERT=/opt/clawsec/ca/ca-bundle.pem
 
 ## 3. Command-line form
 container run \
-  -e HTTP_PROXY=http://main@192.168.64.1:10280 \
-  -e HTTPS_PROXY=http://main@192.168.64.1:10280 \
-  -e http_proxy=http://main@192.168.64.1:10280 \
-  -e https_proxy=http://main@192.168.64.1:10280 \
+  -e HTTP_PROXY=http://main:unchecked@192.168.64.1:10280 \
+  -e HTTPS_PROXY=http://main:unchecked@192.168.64.1:10280 \
+  -e http_proxy=http://main:unchecked@192.168.64.1:10280 \
+  -e https_proxy=http://main:unchecked@192.168.64.1:10280 \
   -e NO_PROXY=localhost,127.0.0.1,::1 \
   -e no_proxy=localhost,127.0.0.1,::1 \
   -e NODE_USE_ENV_PROXY=1 \

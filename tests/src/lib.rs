@@ -12,6 +12,8 @@
 
 pub mod canary;
 pub mod host;
+pub mod load;
+pub mod python;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

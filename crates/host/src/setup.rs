@@ -15,6 +15,11 @@ use crate::paths::StatePaths;
 pub const CONTAINER_TRUST_DIR: &str = "/opt/clawsec/ca";
 /// The port OneCLI's gateway listens on.
 const ONECLI_PORT: u16 = 10255;
+/// The password beside a proxy user in the proxy URL. The guardian never
+/// checks it, but it must be there: Python `requests` sends no credentials
+/// for a user without a password, and Node's fetch (undici) none unless both
+/// are non-empty, so their traffic would not be recognised as the runtime's.
+const UNCHECKED_PASSWORD: &str = "unchecked";
 
 /// Which container runtime the wiring is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +109,10 @@ pub fn render(
     let kind = request.kind;
     let host = kind.host_address();
     let user = if runtime.listen.is_none() {
-        runtime.proxy_users.first().map(|u| format!("{u}@"))
+        runtime
+            .proxy_users
+            .first()
+            .map(|u| format!("{u}:{UNCHECKED_PASSWORD}@"))
     } else {
         None
     };
@@ -168,7 +176,11 @@ pub fn render(
     {
         let _ = writeln!(
             w,
-            "# The proxy user \"{user}\" names the runtime; no password is checked."
+            "# The proxy user \"{user}\" names the runtime; the password is never checked,"
+        );
+        let _ = writeln!(
+            w,
+            "# but clients such as Python requests and Node's fetch send no user without one."
         );
     }
     let _ = writeln!(w);

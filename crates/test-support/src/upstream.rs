@@ -49,6 +49,10 @@ pub enum Reply {
     Trailers(Bytes, &'static str, &'static str),
     /// An empty body with this status.
     Status(u16),
+    /// Reads the whole request body and keeps it (see
+    /// [`UpstreamServer::bodies`]), then answers this `text/plain` body.
+    /// As the body is read first, h2 streams are never reset for it.
+    Record(Bytes),
 }
 
 impl Reply {
@@ -127,6 +131,7 @@ pub struct SeenRequest {
 pub struct UpstreamServer {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    bodies: Arc<Mutex<Vec<(String, Bytes)>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -134,24 +139,40 @@ pub struct UpstreamServer {
 impl UpstreamServer {
     /// Starts a plain HTTP server (HTTP/1.1, and h2c by prior knowledge).
     pub async fn start(routes: Vec<(&str, Reply)>) -> UpstreamServer {
-        UpstreamServer::launch(routes, None).await
+        UpstreamServer::launch(LOOPBACK, routes, None).await
     }
 
     /// Starts an HTTPS server with `tls` (ALPN h2 and http/1.1).
     pub async fn start_tls(routes: Vec<(&str, Reply)>, tls: Arc<ServerConfig>) -> UpstreamServer {
-        UpstreamServer::launch(routes, Some(tls)).await
+        UpstreamServer::launch(LOOPBACK, routes, Some(tls)).await
     }
 
-    async fn launch(routes: Vec<(&str, Reply)>, tls: Option<Arc<ServerConfig>>) -> UpstreamServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Like [`UpstreamServer::start_tls`], bound to `bind` (a loopback
+    /// address; port 0 picks a free port).
+    pub async fn start_tls_on(
+        bind: SocketAddr,
+        routes: Vec<(&str, Reply)>,
+        tls: Arc<ServerConfig>,
+    ) -> UpstreamServer {
+        UpstreamServer::launch(bind, routes, Some(tls)).await
+    }
+
+    async fn launch(
+        bind: SocketAddr,
+        routes: Vec<(&str, Reply)>,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> UpstreamServer {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let routes: Arc<HashMap<String, Reply>> =
             Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let task = tokio::spawn({
             let seen = seen.clone();
+            let bodies = bodies.clone();
             let connections = connections.clone();
             async move {
                 loop {
@@ -162,14 +183,21 @@ impl UpstreamServer {
                     let _ = stream.set_nodelay(true);
                     let routes = routes.clone();
                     let seen = seen.clone();
+                    let bodies = bodies.clone();
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let routes = routes.clone();
                             let seen = seen.clone();
+                            let bodies = bodies.clone();
                             async move {
-                                if matches!(routes.get(req.uri().path()), Some(Reply::Hang)) {
-                                    std::future::pending::<()>().await;
+                                match routes.get(req.uri().path()) {
+                                    Some(Reply::Hang) => std::future::pending::<()>().await,
+                                    Some(Reply::Record(reply)) => {
+                                        let reply = reply.clone();
+                                        return Ok(record(req, reply, &seen, &bodies).await);
+                                    }
+                                    _ => {}
                                 }
                                 Ok::<_, Infallible>(answer(req, &routes, &seen))
                             }
@@ -197,6 +225,7 @@ impl UpstreamServer {
         UpstreamServer {
             addr,
             seen,
+            bodies,
             connections,
             task,
         }
@@ -221,7 +250,17 @@ impl UpstreamServer {
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// The path and whole body of every request answered with
+    /// [`Reply::Record`], in the order their bodies ended.
+    pub fn bodies(&self) -> Vec<(String, Bytes)> {
+        self.bodies.lock().unwrap().clone()
+    }
 }
+
+/// Where [`UpstreamServer::start`] binds.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl Drop for UpstreamServer {
     fn drop(&mut self) {
@@ -233,6 +272,38 @@ fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// Answers a [`Reply::Record`] route: the body is read to its end and
+/// kept before the reply goes out.
+async fn record(
+    req: Request<Incoming>,
+    reply: Bytes,
+    seen: &Mutex<Vec<SeenRequest>>,
+    bodies: &Mutex<Vec<(String, Bytes)>>,
+) -> Response<Body> {
+    seen.lock().unwrap().push(SeenRequest {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    let path = req.uri().path().to_owned();
+    match req.into_body().collect().await {
+        Ok(body) => {
+            bodies.lock().unwrap().push((path, body.to_bytes()));
+            let mut response = Response::new(full(reply));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("text/plain"));
+            response
+        }
+        Err(_) => {
+            let mut response = Response::new(full("request body broken\n"));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
+    }
 }
 
 fn answer(
@@ -337,6 +408,8 @@ fn answer(
             *response.status_mut() = StatusCode::from_u16(code).unwrap();
             response
         }
+        // The service answers `Record` routes itself, after the body.
+        Reply::Record(body) => with_type(full(body), "text/plain", None),
     }
 }
 
