@@ -23,16 +23,20 @@ const TARGETS: &[&str] = &[
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
-/// Seconds per target for `--smoke` (what CI runs).
+/// Seconds per target for `--smoke` (what CI runs, on a debug build).
 const SMOKE_SECONDS: u64 = 5;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
+    let mut smoke = false;
     let mut chosen: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--smoke" => seconds = SMOKE_SECONDS,
+            "--smoke" => {
+                seconds = SMOKE_SECONDS;
+                smoke = true;
+            }
             "--seconds" => {
                 let value = it.next().context("--seconds needs a number")?;
                 seconds = value
@@ -58,10 +62,20 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("creating {}", corpus.display()))?;
         eprintln!("== fuzz {target} for {seconds}s");
-        let output = Command::new("cargo")
-            .current_dir(&root)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", target, "--sanitizer", "none"])
+        let mut fuzz = Command::new("cargo");
+        fuzz.current_dir(&root).env("RUSTC_BOOTSTRAP", "1").args([
+            "fuzz",
+            "run",
+            target,
+            "--sanitizer",
+            "none",
+        ]);
+        if smoke {
+            // A smoke run executes for seconds: an unoptimised build is
+            // ready much sooner and still finds what a few seconds can.
+            fuzz.arg("--dev");
+        }
+        let output = fuzz
             .arg(&corpus)
             .arg(root.join("seeds").join(target))
             .arg("--")
