@@ -1,7 +1,9 @@
 //! Shared fixtures for tests that drive the guardian over real sockets on
 //! loopback: a per-test CA, an HTTP/HTTPS upstream with scripted replies, a
-//! chaining proxy that records the `Proxy-Authorization` it saw, and a
-//! `curl` runner.
+//! chaining proxy that records the `Proxy-Authorization` it saw, a `curl`
+//! runner, clients that reach an origin directly or through the guardian,
+//! and `/proc` readings of a process. The benchmarks and `cargo xtask soak`
+//! use them too.
 //!
 //! Fixture failures panic: they are test set-up, not product code.
 
@@ -10,12 +12,14 @@
 
 mod ca;
 mod chain;
+pub mod client;
 mod curl;
+pub mod procfs;
 mod upstream;
 
 pub use ca::TestCa;
 pub use chain::ChainProxy;
 pub use curl::{Curl, CurlOutput, finish as finish_curl};
 pub use upstream::{
-    ChannelBody, Reply, SeenRequest, SseSender, UpstreamServer, brotli_compress, gzip,
+    ChannelBody, Reply, SEEN_KEPT, SeenRequest, SseSender, UpstreamServer, brotli_compress, gzip,
 };
