@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that need more than one cargo command.
 
 mod fuzz;
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -16,6 +17,11 @@ tasks:
                1,000 idle keep-alive connections (about 40 s)
   fuzz [--seconds N | --smoke] [TARGET...]
                run the fuzz targets for a bounded time (needs cargo-fuzz)
+  soak [--seconds N] [--connections C] [--rate R] [--seed S] [--json] [--keep]
+               the release guardian under mixed load for N s (default 60):
+               requests and errors, findings expected vs recorded (none
+               lost, none duplicated beyond dedup), canary leaks, RSS and
+               fd trends, a clean graceful stop; fails on any of them
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +40,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())

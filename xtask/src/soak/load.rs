@@ -1,0 +1,364 @@
+//! The load generator: a fixed number of client tasks, each opening
+//! connections through the guardian on a random lane, keeping some alive
+//! for many requests and closing others after one, and sending a random
+//! mix of exchanges until the deadline. Every answered exchange adds the
+//! findings it must cause to the tally.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use traffic_guardian_test_support::client::{ConnectError, Route, http1_on, http2_on};
+
+use super::canary::Canaries;
+use super::latency::Histogram;
+use super::mix::{Exchange, Lane, Request};
+use super::rng::Rng;
+
+/// Longest a request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed connection attempt, so a broken guardian does not
+/// turn the load into a busy loop.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Most requests on one keep-alive connection.
+const MAX_SESSION: u64 = 40;
+
+/// What the load does, shared by every client task.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) canaries: Canaries,
+    /// The route of each lane, in [`Lane::ALL`] order.
+    pub(crate) routes: Vec<Route>,
+    pub(crate) deadline: Instant,
+    /// Out of a hundred sessions, how many use a fresh connection for a
+    /// single request.
+    pub(crate) fresh_percent: u64,
+    /// Requests per second for the whole load; `None` for as fast as the
+    /// connections go.
+    pub(crate) rate: Option<f64>,
+    pub(crate) started: Instant,
+    /// Numbers every exchange; also the rate limiter's ticket.
+    pub(crate) sequence: AtomicU64,
+}
+
+/// Findings the guardian must have recorded for one rule, runtime and
+/// protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Owed {
+    /// From exchanges that completed: the guardian saw them whole.
+    pub(crate) certain: u64,
+    /// From exchanges that failed part way: the guardian may or may not
+    /// have seen enough to record them.
+    pub(crate) uncertain: u64,
+}
+
+/// (rule, runtime, protocol).
+pub(crate) type FindingKey = (&'static str, &'static str, &'static str);
+
+/// Per-lane counts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LaneTally {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) connections: u64,
+    pub(crate) latency: Histogram,
+}
+
+/// What the load did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    pub(crate) lanes: BTreeMap<Lane, LaneTally>,
+    pub(crate) exchanges: BTreeMap<&'static str, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// First error message of each kind, for the report.
+    pub(crate) error_samples: BTreeMap<String, String>,
+    pub(crate) owed: BTreeMap<FindingKey, Owed>,
+    pub(crate) latency: Histogram,
+    pub(crate) connect: Histogram,
+    pub(crate) fresh_connections: u64,
+    pub(crate) kept_connections: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+}
+
+impl Tally {
+    pub(crate) fn requests(&self) -> u64 {
+        self.lanes.values().map(|l| l.requests).sum()
+    }
+
+    pub(crate) fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn error(&mut self, lane: Lane, kind: &str, message: String) {
+        *self.errors.entry(kind.to_owned()).or_default() += 1;
+        self.error_samples.entry(kind.to_owned()).or_insert(message);
+        self.lanes.entry(lane).or_default().errors += 1;
+    }
+
+    fn owe(&mut self, lane: Lane, exchange: Exchange, certain: bool) {
+        let Some(protocol) = lane.finding_protocol() else {
+            return;
+        };
+        for expect in exchange.findings() {
+            let owed = self
+                .owed
+                .entry((expect.rule, lane.runtime(), protocol))
+                .or_default();
+            if certain {
+                owed.certain += 1;
+            } else {
+                owed.uncertain += 1;
+            }
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Tally) {
+        for (lane, theirs) in other.lanes {
+            let mine = self.lanes.entry(lane).or_default();
+            mine.requests += theirs.requests;
+            mine.errors += theirs.errors;
+            mine.connections += theirs.connections;
+            mine.latency.merge(&theirs.latency);
+        }
+        for (name, n) in other.exchanges {
+            *self.exchanges.entry(name).or_default() += n;
+        }
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        for (kind, message) in other.error_samples {
+            self.error_samples.entry(kind).or_insert(message);
+        }
+        for (key, theirs) in other.owed {
+            let mine = self.owed.entry(key).or_default();
+            mine.certain += theirs.certain;
+            mine.uncertain += theirs.uncertain;
+        }
+        self.latency.merge(&other.latency);
+        self.connect.merge(&other.connect);
+        self.fresh_connections += other.fresh_connections;
+        self.kept_connections += other.kept_connections;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+    }
+}
+
+/// Runs `connections` client tasks until the plan's deadline and returns
+/// what they did together.
+pub(crate) async fn run(plan: Arc<Plan>, connections: usize, seed: u64) -> Tally {
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let plan = plan.clone();
+        let rng = Rng::new(seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        tasks.push(tokio::spawn(client(plan, rng)));
+    }
+    let mut tally = Tally::default();
+    for task in tasks {
+        match task.await {
+            Ok(mine) => tally.merge(mine),
+            Err(err) => {
+                *tally.errors.entry("client task".into()).or_default() += 1;
+                tally
+                    .error_samples
+                    .entry("client task".into())
+                    .or_insert(err.to_string());
+            }
+        }
+    }
+    tally
+}
+
+/// An open client connection.
+enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// Why one exchange failed.
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(err: ConnectError) -> Failure {
+        Failure::new(err.kind(), err.to_string())
+    }
+}
+
+/// One client task: session after session until the deadline.
+async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
+    let mut tally = Tally::default();
+    let lane_weights: Vec<u64> = Lane::ALL.iter().map(|l| l.weight()).collect();
+    while Instant::now() < plan.deadline {
+        let index = rng.weighted(&lane_weights);
+        let lane = Lane::ALL[index];
+        let route = &plan.routes[index];
+        let session = if rng.percent(plan.fresh_percent) {
+            tally.fresh_connections += 1;
+            1
+        } else {
+            tally.kept_connections += 1;
+            rng.between(2, MAX_SESSION)
+        };
+        let began = Instant::now();
+        let mut conn = match open(lane, route).await {
+            Ok(conn) => conn,
+            Err(failure) => {
+                tally.error(lane, &failure.kind, failure.message);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        tally.connect.record(began.elapsed());
+        tally.lanes.entry(lane).or_default().connections += 1;
+        for _ in 0..session {
+            let Some(n) = pace(&plan).await else { break };
+            let exchange = Exchange::pick(&mut rng);
+            let request = exchange.request(&plan.canaries, n);
+            *tally.exchanges.entry(exchange_name(exchange)).or_default() += 1;
+            let began = Instant::now();
+            let result =
+                tokio::time::timeout(REQUEST_TIMEOUT, send(&mut conn, lane, route, &request))
+                    .await
+                    .unwrap_or_else(|_| Err(Failure::new("timeout", "no full answer in 30 s")));
+            match result {
+                Ok(body) if body == exchange.response_body(&request) => {
+                    let elapsed = began.elapsed();
+                    tally.latency.record(elapsed);
+                    let lane_tally = tally.lanes.entry(lane).or_default();
+                    lane_tally.requests += 1;
+                    lane_tally.latency.record(elapsed);
+                    tally.bytes_sent += request.body.len() as u64;
+                    tally.bytes_received += body.len() as u64;
+                    tally.owe(lane, exchange, true);
+                }
+                Ok(body) => {
+                    tally.error(
+                        lane,
+                        "wrong body",
+                        format!("{exchange:?}: {} bytes back", body.len()),
+                    );
+                    tally.owe(lane, exchange, false);
+                    break;
+                }
+                Err(failure) => {
+                    tally.error(lane, &failure.kind, failure.message);
+                    tally.owe(lane, exchange, false);
+                    break;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// Waits for the rate limiter and returns the exchange's number, or
+/// `None` when the deadline has passed.
+async fn pace(plan: &Plan) -> Option<u64> {
+    if Instant::now() >= plan.deadline {
+        return None;
+    }
+    let n = plan.sequence.fetch_add(1, Ordering::Relaxed);
+    if let Some(rate) = plan.rate {
+        let slot = plan.started + Duration::from_secs_f64(n as f64 / rate);
+        if slot >= plan.deadline {
+            return None;
+        }
+        tokio::time::sleep_until(slot.into()).await;
+    }
+    Some(n)
+}
+
+async fn open(lane: Lane, route: &Route) -> Result<Conn, Failure> {
+    let (io, alpn) = route.open().await?;
+    if lane == Lane::InspectedH2 {
+        if alpn.as_deref() != Some(b"h2".as_slice()) {
+            return Err(Failure::new("alpn", "the guardian did not agree on h2"));
+        }
+        return Ok(Conn::H2(http2_on(io).await?));
+    }
+    Ok(Conn::H1(http1_on(io).await?))
+}
+
+/// Sends one request and reads the whole answer, which must be `200`.
+async fn send(
+    conn: &mut Conn,
+    lane: Lane,
+    route: &Route,
+    request: &Request,
+) -> Result<Bytes, Failure> {
+    let origin = route.origin();
+    let uri = match conn {
+        Conn::H2(_) => format!("https://{origin}{}", request.path),
+        Conn::H1(_) => route.target(&request.path),
+    };
+    let mut builder = hyper::Request::builder()
+        .method(request.method.clone())
+        .uri(uri);
+    if let Conn::H1(_) = conn {
+        builder = builder.header("host", origin.to_string());
+    }
+    if let Some(value) = route.request_proxy_authorization() {
+        builder = builder.header("proxy-authorization", value.clone());
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    let http_request = builder
+        .body(Full::new(request.body.clone()))
+        .map_err(|err| Failure::new("request", err.to_string()))?;
+    let sent = match conn {
+        Conn::H1(sender) => match sender.ready().await {
+            Ok(()) => sender.send_request(http_request).await,
+            Err(err) => Err(err),
+        },
+        Conn::H2(sender) => match sender.ready().await {
+            Ok(()) => sender.send_request(http_request).await,
+            Err(err) => Err(err),
+        },
+    };
+    let response = sent.map_err(|err| Failure::new("send", format!("{}: {err}", lane.label())))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| Failure::new("body", format!("{}: {err}", lane.label())))?
+        .to_bytes();
+    if status != http::StatusCode::OK {
+        return Err(Failure::new(
+            format!("status {}", status.as_u16()),
+            format!("{}: {}", lane.label(), String::from_utf8_lossy(&body)),
+        ));
+    }
+    Ok(body)
+}
+
+fn exchange_name(exchange: Exchange) -> &'static str {
+    match exchange {
+        Exchange::Items => "benign json",
+        Exchange::Page => "benign html",
+        Exchange::Note => "benign post",
+        Exchange::UniqueKey => "unique key",
+        Exchange::SharedToken => "shared token",
+        Exchange::KeyPath => "key path",
+        Exchange::InstallScript => "install script",
+        Exchange::Cleanup => "gzip rm -rf",
+        Exchange::ReverseShell => "reverse shell",
+    }
+}

@@ -1,0 +1,347 @@
+//! `cargo xtask soak`: the real guardian under a bounded, mixed load for a
+//! while, then an exact account of what it served and recorded.
+//!
+//! The release `traffic-guardian` runs as a child with a temporary home:
+//! runtime `plain` (HTTPS tunnelled) and runtime `inspected` (HTTPS
+//! decrypted with the guardian's own CA), a short dedup window and a small
+//! rotation size. A loopback upstream (plain and TLS, its own test CA that
+//! the guardian trusts through `upstream_ca_files`) answers. The load mixes
+//! benign traffic, requests carrying secrets (a fresh one each time, or one
+//! of a few shared ones), and responses carrying injection shapes, over
+//! plain HTTP, inspected HTTPS (h1 and h2) and tunnels, on keep-alive and
+//! fresh connections.
+//!
+//! When the time is up the guardian is stopped gracefully, every findings
+//! file is read, and the run fails on a failed request, a lost or extra
+//! finding occurrence, a line dedup should have merged, a leaked canary,
+//! steady memory or descriptor growth, or an unclean exit.
+
+mod canary;
+mod guardian;
+mod latency;
+mod ledger;
+mod load;
+mod mix;
+mod report;
+mod rng;
+mod sample;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use traffic_guardian_test_support::client::{Route, proxy_user, tls_client_config};
+use traffic_guardian_test_support::{TestCa, UpstreamServer, procfs};
+
+use canary::Canaries;
+use guardian::{Home, Settings};
+use mix::{INSPECTED_RUNTIME, Lane};
+use report::Report;
+use rng::Rng;
+
+/// Seconds when `--seconds` is not given.
+const DEFAULT_SECONDS: u64 = 60;
+/// Client connections open at once when `--connections` is not given.
+const DEFAULT_CONNECTIONS: usize = 24;
+/// Out of a hundred sessions, how many use a fresh connection.
+const FRESH_PERCENT: u64 = 25;
+/// The guardian's dedup window: short, so windows close and summaries are
+/// written while the load runs.
+const DEDUP_WINDOW_SECS: u64 = 5;
+/// The rotation size: small, so the log rotates many times.
+const ROTATE_BYTES: u64 = 128 * 1024;
+/// Rotated files kept: enough that none is deleted, so every line counts.
+const KEEP_FILES: usize = 100_000;
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    seconds: u64,
+    connections: usize,
+    rate: Option<f64>,
+    seed: Option<u64>,
+    json: bool,
+    keep: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options {
+            seconds: DEFAULT_SECONDS,
+            connections: DEFAULT_CONNECTIONS,
+            rate: None,
+            seed: None,
+            json: false,
+            keep: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .with_context(|| format!("{name} needs a value"))
+                    .map(String::as_str)
+            };
+            match arg.as_str() {
+                "--seconds" => options.seconds = number(value("--seconds")?)?,
+                "--connections" => options.connections = number(value("--connections")?)?,
+                "--rate" => {
+                    let rate: f64 = number(value("--rate")?)?;
+                    options.rate = (rate > 0.0).then_some(rate);
+                }
+                "--seed" => {
+                    let text = value("--seed")?;
+                    let seed = match text.strip_prefix("0x") {
+                        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                        None => text.parse().ok(),
+                    };
+                    options.seed =
+                        Some(seed.with_context(|| format!("--seed {text:?} is not a number"))?);
+                }
+                "--json" => options.json = true,
+                "--keep" => options.keep = true,
+                other => bail!("unknown soak argument {other:?}"),
+            }
+        }
+        if options.seconds < 5 {
+            bail!("--seconds must be at least 5 (warm-up plus a trend)");
+        }
+        if !(1..=512).contains(&options.connections) {
+            bail!("--connections must be 1 to 512");
+        }
+        Ok(options)
+    }
+
+    /// Samples before this are warm-up: caches, pools and the dedup table
+    /// are still filling.
+    fn warm_up(&self) -> Duration {
+        Duration::from_secs_f64((self.seconds as f64 * 0.2).clamp(2.0, 30.0))
+    }
+
+    fn sample_every(&self) -> Duration {
+        if self.seconds <= 60 {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs((self.seconds / 120).max(1))
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a number"))
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    eprintln!("== soak: building traffic-guardian (release)");
+    let bin = guardian::build()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("traffic-guardian-soak-")
+        .tempdir()
+        .context("creating a temporary folder")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(soak(&options, bin, tmp.path()));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if options.keep {
+        let kept = tmp.keep();
+        eprintln!("== soak: kept {}", kept.display());
+    }
+    let report = report?;
+    if options.json {
+        println!("{:#}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        bail!("soak failed: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result<Report> {
+    let seed = options.seed.unwrap_or_else(Rng::fresh_seed);
+    let mut rng = Rng::new(seed);
+    let canaries = Canaries::new(&mut rng);
+
+    let upstream_ca = TestCa::new("soak upstream");
+    let plain = UpstreamServer::start(mix::routes()).await;
+    let tls =
+        UpstreamServer::start_tls(mix::routes(), upstream_ca.server_config(&["127.0.0.1"])).await;
+
+    let home = Home::new(bin, root);
+    let settings = Settings {
+        rotate_bytes: ROTATE_BYTES,
+        keep_files: KEEP_FILES,
+        dedup_window_secs: DEDUP_WINDOW_SECS,
+    };
+    home.prepare(&upstream_ca.cert_file(), &settings)?;
+    let mut guardian = home.start()?;
+    let pid = guardian.pid();
+    eprintln!(
+        "== soak: guardian pid {pid} on {}; {} connections for {} s",
+        guardian.addr(),
+        options.connections,
+        options.seconds
+    );
+    let guardian_ca = CertificateDer::from_pem_slice(home.ca_pem()?.as_bytes())
+        .context("reading the guardian CA")?;
+    let inspected = proxy_user(INSPECTED_RUNTIME);
+    let routes: Vec<Route> = Lane::ALL
+        .iter()
+        .map(|lane| {
+            let origin = if lane.tls() { tls.addr() } else { plain.addr() };
+            let route = Route::direct(origin).via(guardian.addr());
+            match lane {
+                Lane::PlainHttp => route,
+                Lane::InspectedHttp => route.proxy_authorization(inspected.clone()),
+                Lane::InspectedHttps => route
+                    .tls(tls_client_config(guardian_ca.clone(), &[b"http/1.1"]))
+                    .proxy_authorization(inspected.clone()),
+                Lane::InspectedH2 => route
+                    .tls(tls_client_config(guardian_ca.clone(), &[b"h2"]))
+                    .proxy_authorization(inspected.clone()),
+                Lane::Tunnelled => {
+                    route.tls(tls_client_config(upstream_ca.cert_der(), &[b"http/1.1"]))
+                }
+            }
+        })
+        .collect();
+
+    let before = sample::read(pid, 0.0);
+    let started = Instant::now();
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample::spawn(pid, started, options.sample_every(), stop_sampling.clone());
+    let plan = Arc::new(load::Plan {
+        canaries: canaries.clone(),
+        routes,
+        deadline: started + Duration::from_secs(options.seconds),
+        fresh_percent: FRESH_PERCENT,
+        rate: options.rate,
+        started,
+        sequence: AtomicU64::new(0),
+    });
+    let tally = load::run(plan.clone(), options.connections, rng.next_u64()).await;
+    let load_secs = started.elapsed().as_secs_f64();
+    stop_sampling.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let warm = options.warm_up().as_secs_f64();
+    let rss = sample::trend(&samples, warm, |s| s.rss_kib as f64);
+    let fds = sample::trend(&samples, warm, |s| s.fds as f64);
+    let peak_rss_kib = procfs::memory(pid).map(|m| m.peak_kib);
+
+    // Let the guardian see every client connection close before the idle
+    // reading and the status.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sample::read(pid, started.elapsed().as_secs_f64());
+    let status = home.status()?;
+    let (stop_took, exit) = home.stop(&mut guardian)?;
+    let total_secs = started.elapsed().as_secs_f64();
+    drop(guardian);
+
+    let recorded = ledger::read(&home.log_dir())?;
+    // A repeated value opens at most one window per dedup window of the
+    // run, and each window writes a first line and at most one summary.
+    let windows = (total_secs / DEDUP_WINDOW_SECS as f64).ceil() as u64 + 1;
+    let max_lines_per_value = 2 * windows;
+    let comparison = ledger::compare(&tally.owed, &recorded, max_lines_per_value);
+    let leaks = canary::scan(&[root], &canaries)?;
+    let log = without_ansi(&std::fs::read_to_string(home.service_log()).unwrap_or_default());
+    let unique_keys_sent = tally.exchanges.get("unique key").copied().unwrap_or(0);
+
+    Ok(Report {
+        seconds: options.seconds,
+        warm_up_secs: warm,
+        connections: options.connections,
+        rate: options.rate,
+        fresh_percent: FRESH_PERCENT,
+        seed,
+        dedup_window_secs: DEDUP_WINDOW_SECS,
+        rotate_bytes: ROTATE_BYTES,
+        load_secs,
+        tally,
+        unique_keys_sent,
+        recorded,
+        comparison,
+        max_lines_per_value,
+        leaks,
+        before,
+        after,
+        peak_rss_kib,
+        samples,
+        rss,
+        fds,
+        status,
+        stop_took,
+        exit_ok: exit.success(),
+        service_log_warnings: log.lines().filter(|l| l.contains(" WARN ")).count() as u64,
+        service_log_errors: log.lines().filter(|l| l.contains(" ERROR ")).count() as u64,
+    })
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_sequences_are_dropped() {
+        assert_eq!(
+            without_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"),
+            "2026  WARN x"
+        );
+        assert_eq!(without_ansi("plain"), "plain");
+    }
+
+    #[test]
+    fn options() {
+        let parse = |args: &[&str]| {
+            Options::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+        };
+        let o = parse(&[
+            "--seconds",
+            "300",
+            "--json",
+            "--rate",
+            "0",
+            "--seed",
+            "0x10",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.seconds, o.json, o.rate, o.seed),
+            (300, true, None, Some(16))
+        );
+        assert_eq!(o.warm_up(), Duration::from_secs(30));
+        assert_eq!(parse(&[]).unwrap().warm_up(), Duration::from_secs(12));
+        assert!(parse(&["--seconds", "2"]).is_err());
+        assert!(parse(&["--connections", "0"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["--seconds"]).is_err());
+    }
+}
