@@ -60,6 +60,19 @@ impl Canaries {
         )
     }
 
+    /// The `n`th unique npm token, for uploads the client abandons part
+    /// way.
+    pub(crate) fn abandoned_token(&self, n: u64) -> String {
+        let mut filler = Rng::new(self.seed ^ n ^ 0x5A5A);
+        format!(
+            "npm_{}{}{}{}",
+            self.head,
+            base62(mix(n ^ self.seed ^ 0x5A5A), 11),
+            filler.string(5, ALNUM),
+            self.tail
+        )
+    }
+
     /// One of the [`SHARED_TOKENS`] GitHub tokens.
     pub(crate) fn shared_token(&self, i: usize) -> &str {
         &self.shared[i % SHARED_TOKENS]
@@ -150,9 +163,11 @@ mod tests {
     #[test]
     fn unique_keys_are_unique_and_tagged() {
         let canaries = Canaries::new(&mut Rng::new(7));
-        let keys: std::collections::HashSet<String> =
-            (0..1000).map(|n| canaries.unique_key(n)).collect();
-        assert_eq!(keys.len(), 1000);
+        let keys: std::collections::HashSet<String> = (0..1000)
+            .flat_map(|n| [canaries.unique_key(n), canaries.abandoned_token(n)])
+            .collect();
+        assert_eq!(keys.len(), 2000);
+        assert_eq!(canaries.abandoned_token(1).len(), "npm_".len() + 36);
         for key in keys.iter().chain(canaries.shared.iter()) {
             assert!(canaries.tags().iter().all(|tag| key.contains(tag)), "{key}");
         }

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use traffic_guardian_test_support::client::{ConnectError, Route, http1_on, http2_on};
 
 use super::canary::Canaries;
 use super::latency::Histogram;
-use super::mix::{Exchange, Lane, Request};
+use super::mix::{ABANDONED_UPLOAD, Exchange, Expect, Lane, Request, abandoned_upload};
 use super::rng::Rng;
 
 /// Longest a request may take before it counts as an error.
@@ -26,6 +27,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Most requests on one keep-alive connection.
 const MAX_SESSION: u64 = 40;
+/// Out of a hundred sessions on HTTP/1 lanes, how many send one upload
+/// and abandon it part way.
+const ABANDON_PERCENT: u64 = 3;
+/// How long an abandoning client waits to see its partial upload echoed.
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
 
 /// What the load does, shared by every client task.
 #[derive(Debug)]
@@ -64,7 +70,9 @@ pub(crate) type FindingKey = (&'static str, &'static str, &'static str);
 pub(crate) struct LaneTally {
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// Connections that served requests (not those of abandoned uploads).
     pub(crate) connections: u64,
+    pub(crate) abandoned: u64,
     pub(crate) latency: Histogram,
 }
 
@@ -81,6 +89,10 @@ pub(crate) struct Tally {
     pub(crate) connect: Histogram,
     pub(crate) fresh_connections: u64,
     pub(crate) kept_connections: u64,
+    /// Uploads abandoned part way, and how many of them the upstream was
+    /// seen to receive (so their finding is owed for sure).
+    pub(crate) abandoned: u64,
+    pub(crate) abandoned_seen: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) bytes_received: u64,
 }
@@ -88,6 +100,28 @@ pub(crate) struct Tally {
 impl Tally {
     pub(crate) fn requests(&self) -> u64 {
         self.lanes.values().map(|l| l.requests).sum()
+    }
+
+    /// The requests the guardian itself must have counted if nothing
+    /// failed: every request it could see, plus one CONNECT per TLS
+    /// connection.
+    pub(crate) fn guardian_requests(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|(lane, l)| {
+                let visible = if *lane == Lane::Tunnelled {
+                    0
+                } else {
+                    l.requests + l.abandoned
+                };
+                let connects = if lane.tls() {
+                    l.connections + l.abandoned
+                } else {
+                    0
+                };
+                visible + connects
+            })
+            .sum()
     }
 
     pub(crate) fn error_count(&self) -> u64 {
@@ -100,11 +134,11 @@ impl Tally {
         self.lanes.entry(lane).or_default().errors += 1;
     }
 
-    fn owe(&mut self, lane: Lane, exchange: Exchange, certain: bool) {
+    fn owe(&mut self, lane: Lane, findings: &[Expect], certain: bool) {
         let Some(protocol) = lane.finding_protocol() else {
             return;
         };
-        for expect in exchange.findings() {
+        for expect in findings {
             let owed = self
                 .owed
                 .entry((expect.rule, lane.runtime(), protocol))
@@ -123,6 +157,7 @@ impl Tally {
             mine.requests += theirs.requests;
             mine.errors += theirs.errors;
             mine.connections += theirs.connections;
+            mine.abandoned += theirs.abandoned;
             mine.latency.merge(&theirs.latency);
         }
         for (name, n) in other.exchanges {
@@ -143,6 +178,8 @@ impl Tally {
         self.connect.merge(&other.connect);
         self.fresh_connections += other.fresh_connections;
         self.kept_connections += other.kept_connections;
+        self.abandoned += other.abandoned;
+        self.abandoned_seen += other.abandoned_seen;
         self.bytes_sent += other.bytes_sent;
         self.bytes_received += other.bytes_received;
     }
@@ -208,6 +245,23 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
         let index = rng.weighted(&lane_weights);
         let lane = Lane::ALL[index];
         let route = &plan.routes[index];
+        if lane != Lane::InspectedH2 && rng.percent(ABANDON_PERCENT) {
+            let Some(n) = pace(&plan).await else { break };
+            let (request, announced, token) = abandoned_upload(&plan.canaries, n);
+            match abandon(route, &request, announced, &token).await {
+                Ok(seen) => {
+                    tally.abandoned += 1;
+                    tally.lanes.entry(lane).or_default().abandoned += 1;
+                    tally.abandoned_seen += u64::from(seen);
+                    tally.owe(lane, ABANDONED_UPLOAD, seen);
+                }
+                Err(failure) => {
+                    tally.error(lane, &failure.kind, failure.message);
+                    tally.owe(lane, ABANDONED_UPLOAD, false);
+                }
+            }
+            continue;
+        }
         let session = if rng.percent(plan.fresh_percent) {
             tally.fresh_connections += 1;
             1
@@ -230,7 +284,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
             let Some(n) = pace(&plan).await else { break };
             let exchange = Exchange::pick(&mut rng);
             let request = exchange.request(&plan.canaries, n);
-            *tally.exchanges.entry(exchange_name(exchange)).or_default() += 1;
+            *tally.exchanges.entry(exchange.name()).or_default() += 1;
             let began = Instant::now();
             let result =
                 tokio::time::timeout(REQUEST_TIMEOUT, send(&mut conn, lane, route, &request))
@@ -245,7 +299,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                     lane_tally.latency.record(elapsed);
                     tally.bytes_sent += request.body.len() as u64;
                     tally.bytes_received += body.len() as u64;
-                    tally.owe(lane, exchange, true);
+                    tally.owe(lane, exchange.findings(), true);
                 }
                 Ok(body) => {
                     tally.error(
@@ -253,12 +307,12 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                         "wrong body",
                         format!("{exchange:?}: {} bytes back", body.len()),
                     );
-                    tally.owe(lane, exchange, false);
+                    tally.owe(lane, exchange.findings(), false);
                     break;
                 }
                 Err(failure) => {
                     tally.error(lane, &failure.kind, failure.message);
-                    tally.owe(lane, exchange, false);
+                    tally.owe(lane, exchange.findings(), false);
                     break;
                 }
             }
@@ -282,6 +336,56 @@ async fn pace(plan: &Plan) -> Option<u64> {
         tokio::time::sleep_until(slot.into()).await;
     }
     Some(n)
+}
+
+/// Sends the head and the first part of an upload that announces more,
+/// waits until the upstream's echo brings the token back (so the guardian
+/// has passed it on, and scanned it), then drops the connection. Returns
+/// whether the echo was seen.
+async fn abandon(
+    route: &Route,
+    request: &Request,
+    announced: usize,
+    token: &str,
+) -> Result<bool, Failure> {
+    let (mut io, _) = route.open().await?;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {}\r\ncontent-length: {announced}\r\n",
+        request.method,
+        route.target(&request.path),
+        route.origin()
+    );
+    if let Some(value) = route.request_proxy_authorization() {
+        head.push_str("proxy-authorization: ");
+        head.push_str(value.to_str().unwrap_or_default());
+        head.push_str("\r\n");
+    }
+    for (name, value) in &request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let write = async {
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&request.body).await?;
+        io.flush().await
+    };
+    write
+        .await
+        .map_err(|err| Failure::new("abandon", format!("writing the partial upload: {err}")))?;
+    let deadline = tokio::time::Instant::now() + ABANDON_WAIT;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains(token) {
+                    return Ok(true);
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
 }
 
 async fn open(lane: Lane, route: &Route) -> Result<Conn, Failure> {
@@ -347,18 +451,4 @@ async fn send(
         ));
     }
     Ok(body)
-}
-
-fn exchange_name(exchange: Exchange) -> &'static str {
-    match exchange {
-        Exchange::Items => "benign json",
-        Exchange::Page => "benign html",
-        Exchange::Note => "benign post",
-        Exchange::UniqueKey => "unique key",
-        Exchange::SharedToken => "shared token",
-        Exchange::KeyPath => "key path",
-        Exchange::InstallScript => "install script",
-        Exchange::Cleanup => "gzip rm -rf",
-        Exchange::ReverseShell => "reverse shell",
-    }
 }

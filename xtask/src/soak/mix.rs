@@ -12,7 +12,7 @@ use http::Method;
 use traffic_guardian_test_support::{Reply, gzip};
 
 use super::canary::{Canaries, SHARED_TOKENS};
-use super::rng::Rng;
+use super::rng::{Rng, mix};
 
 /// The runtime of clients without proxy credentials: HTTPS is tunnelled.
 pub(crate) const PLAIN_RUNTIME: &str = "plain";
@@ -121,6 +121,9 @@ pub(crate) enum Exchange {
     /// POST a reverse-shell line to a fresh address, echoed back: a new
     /// injection each time, which dedup cannot merge.
     ReverseShell,
+    /// POST 80 to 240 KiB of prose with a key never sent before somewhere
+    /// in it, often across a 64 KiB scan segment border.
+    BigUpload,
 }
 
 /// A finding an exchange must cause.
@@ -141,15 +144,28 @@ const fn expect(rule: &'static str, direction: &'static str, unique: bool) -> Ex
     }
 }
 
+const AI_API_KEY: Expect = expect("ai_api_key", "outbound", true);
+const GITHUB_TOKEN: Expect = expect("github_token", "outbound", false);
+const SSH_KEY_PATH: Expect = expect("ssh_key_path", "outbound", false);
+const NPM_TOKEN: Expect = expect("npm_token", "outbound", true);
+const PIPE_TO_SHELL: Expect = expect("pipe_to_shell", "inbound", false);
+const DESTRUCTIVE_RM: Expect = expect("destructive_rm", "inbound", false);
+const REVERSE_SHELL: Expect = expect("reverse_shell", "inbound", true);
+
 /// Every rule the soak expects, with how it repeats.
-pub(crate) const RULES: [Expect; 6] = [
-    expect("ai_api_key", "outbound", true),
-    expect("github_token", "outbound", false),
-    expect("ssh_key_path", "outbound", false),
-    expect("pipe_to_shell", "inbound", false),
-    expect("destructive_rm", "inbound", false),
-    expect("reverse_shell", "inbound", true),
+pub(crate) const RULES: [Expect; 7] = [
+    AI_API_KEY,
+    GITHUB_TOKEN,
+    SSH_KEY_PATH,
+    NPM_TOKEN,
+    PIPE_TO_SHELL,
+    DESTRUCTIVE_RM,
+    REVERSE_SHELL,
 ];
+
+/// The findings of an upload the client abandons part way (see
+/// [`abandoned_upload`]), once its token reached the upstream.
+pub(crate) const ABANDONED_UPLOAD: &[Expect] = &[NPM_TOKEN];
 
 /// What the load sends for one exchange.
 #[derive(Debug, Clone)]
@@ -162,7 +178,7 @@ pub(crate) struct Request {
 }
 
 impl Exchange {
-    pub(crate) const ALL: [Exchange; 9] = [
+    pub(crate) const ALL: [Exchange; 10] = [
         Exchange::Items,
         Exchange::Page,
         Exchange::Note,
@@ -172,6 +188,7 @@ impl Exchange {
         Exchange::InstallScript,
         Exchange::Cleanup,
         Exchange::ReverseShell,
+        Exchange::BigUpload,
     ];
 
     /// How often the load picks this exchange, relative to the others:
@@ -187,6 +204,7 @@ impl Exchange {
             Exchange::InstallScript => 8,
             Exchange::Cleanup => 6,
             Exchange::ReverseShell => 8,
+            Exchange::BigUpload => 2,
         }
     }
 
@@ -194,12 +212,12 @@ impl Exchange {
     pub(crate) fn findings(self) -> &'static [Expect] {
         match self {
             Exchange::Items | Exchange::Page | Exchange::Note => &[],
-            Exchange::UniqueKey => &RULES[0..1],
-            Exchange::SharedToken => &RULES[1..2],
-            Exchange::KeyPath => &RULES[2..3],
-            Exchange::InstallScript => &RULES[3..4],
-            Exchange::Cleanup => &RULES[4..5],
-            Exchange::ReverseShell => &RULES[5..6],
+            Exchange::UniqueKey | Exchange::BigUpload => &[AI_API_KEY],
+            Exchange::SharedToken => &[GITHUB_TOKEN],
+            Exchange::KeyPath => &[SSH_KEY_PATH],
+            Exchange::InstallScript => &[PIPE_TO_SHELL],
+            Exchange::Cleanup => &[DESTRUCTIVE_RM],
+            Exchange::ReverseShell => &[REVERSE_SHELL],
         }
     }
 
@@ -231,7 +249,7 @@ impl Exchange {
             ),
             Exchange::UniqueKey => {
                 let key = canaries.unique_key(n);
-                match n % 3 {
+                match n % 4 {
                     0 => post(
                         "/echo".into(),
                         "application/json",
@@ -246,13 +264,25 @@ impl Exchange {
                         request.headers.push(("x-api-key", key));
                         request
                     }
-                    _ => post(
+                    2 => post(
                         format!("/echo?id={n}&key={key}"),
                         "application/json",
                         format!(r#"{{"id":{n}}}"#),
                     ),
+                    _ => {
+                        let json = format!(r#"{{"id":{n},"env":{{"ANTHROPIC_API_KEY":"{key}"}}}}"#);
+                        let mut request = post("/echo".into(), "application/json", String::new());
+                        request.body = Bytes::from(gzip(json.as_bytes()));
+                        request.headers.push(("content-encoding", "gzip".into()));
+                        request
+                    }
                 }
             }
+            Exchange::BigUpload => post(
+                "/echo".into(),
+                "text/plain",
+                big_upload(&canaries.unique_key(n), n),
+            ),
             Exchange::SharedToken => {
                 let token = canaries.shared_token((n % SHARED_TOKENS as u64) as usize);
                 if n.is_multiple_of(2) {
@@ -298,7 +328,24 @@ impl Exchange {
             | Exchange::UniqueKey
             | Exchange::SharedToken
             | Exchange::KeyPath
-            | Exchange::ReverseShell => request.body.clone(),
+            | Exchange::ReverseShell
+            | Exchange::BigUpload => request.body.clone(),
+        }
+    }
+
+    /// A short name for reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Exchange::Items => "benign json",
+            Exchange::Page => "benign html",
+            Exchange::Note => "benign post",
+            Exchange::UniqueKey => "unique key",
+            Exchange::SharedToken => "shared token",
+            Exchange::KeyPath => "key path",
+            Exchange::InstallScript => "install script",
+            Exchange::Cleanup => "gzip rm -rf",
+            Exchange::ReverseShell => "reverse shell",
+            Exchange::BigUpload => "big upload",
         }
     }
 
@@ -307,6 +354,52 @@ impl Exchange {
         let weights: Vec<u64> = Exchange::ALL.iter().map(|e| e.weight()).collect();
         Exchange::ALL[rng.weighted(&weights)]
     }
+}
+
+/// How many bytes of an abandoned upload are sent before the client goes.
+pub(crate) const ABANDONED_SENT: usize = 512;
+
+/// An upload the client gives up on: the head announces 64 KiB more body
+/// than the [`ABANDONED_SENT`] bytes that follow (which carry the `n`th
+/// abandoned token). Returns the request with its partial body, the
+/// announced length, and the token.
+pub(crate) fn abandoned_upload(canaries: &Canaries, n: u64) -> (Request, usize, String) {
+    let token = canaries.abandoned_token(n);
+    let mut body = format!("upload {n}, part 1 of 2\nNPM_TOKEN={token}\n");
+    while body.len() < ABANDONED_SENT {
+        body.push_str("padding ");
+    }
+    body.truncate(ABANDONED_SENT);
+    let request = Request {
+        method: Method::POST,
+        path: "/echo".into(),
+        headers: vec![("content-type", "text/plain".into())],
+        body: Bytes::from(body),
+    };
+    (request, ABANDONED_SENT + 64 * 1024, token)
+}
+
+/// Prose of 80 to 240 KiB with `key` inserted after a space: for every
+/// other `n` right across a 64 KiB border (where the scanner's segments
+/// meet), else anywhere.
+fn big_upload(key: &str, n: u64) -> String {
+    const PROSE: &str = "The quarterly report shows steady growth in every region, and the team plans to ship the new dashboard next month. ";
+    let len = 80 * 1024 + (mix(n) % (160 * 1024)) as usize;
+    let mut text = String::with_capacity(len + key.len() + 16);
+    while text.len() < len {
+        text.push_str(PROSE);
+    }
+    let wanted = if n.is_multiple_of(2) {
+        let border = 64 * 1024 * (1 + (n / 2 % 2) as usize);
+        border.min(len) - (n % (key.len() as u64)) as usize
+    } else {
+        (mix(n ^ 1) % (len as u64 - 256)) as usize
+    };
+    let at = text[wanted..]
+        .find(' ')
+        .map_or(text.len(), |i| wanted + i + 1);
+    text.insert_str(at, &format!("api_key={key} "));
+    text
 }
 
 /// A JSON API answer of about 1 KiB.
@@ -431,13 +524,18 @@ mod tests {
         for (name, value) in &request.headers {
             outbound.scan_header(name, value.as_bytes());
         }
-        let content_type = request
-            .headers
-            .iter()
-            .find(|(name, _)| *name == "content-type")
-            .map(|(_, value)| value.as_str());
-        outbound.begin_body(None, content_type);
-        outbound.feed(&request.body);
+        let header = |wanted: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(name, _)| *name == wanted)
+                .map(|(_, value)| value.as_str())
+        };
+        outbound.begin_body(header("content-encoding"), header("content-type"));
+        // In pieces, as the network delivers it.
+        for piece in request.body.chunks(7 * 1024 + 13) {
+            outbound.feed(piece);
+        }
         let mut findings = outbound.finish().findings;
 
         let (content_type, encoding, body) = response(exchange, request);
@@ -475,6 +573,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_abandoned_upload_carries_its_token_in_the_part_sent() {
+        let engine = engine();
+        let canaries = Canaries::new(&mut Rng::new(13));
+        for n in 0..20 {
+            let (request, announced, token) = abandoned_upload(&canaries, n);
+            assert_eq!(request.body.len(), ABANDONED_SENT);
+            assert!(announced > ABANDONED_SENT);
+            assert!(String::from_utf8_lossy(&request.body).contains(&token));
+            let mut scanner = engine.message(MessageMeta::new(
+                Direction::Outbound,
+                "127.0.0.1:40000",
+                "127.0.0.1:8080",
+            ));
+            scanner.begin_body(None, Some("text/plain"));
+            scanner.feed(&request.body);
+            let rules: Vec<String> = scanner
+                .finish()
+                .findings
+                .iter()
+                .map(|f| f.pattern.to_string())
+                .collect();
+            assert_eq!(rules, [ABANDONED_UPLOAD[0].rule]);
+        }
+    }
+
+    #[test]
+    fn big_uploads_often_put_the_key_across_a_segment_border() {
+        let canaries = Canaries::new(&mut Rng::new(14));
+        let across = (0..40)
+            .filter(|n| {
+                let key = canaries.unique_key(*n);
+                let body = big_upload(&key, *n);
+                let at = body.find(&key).unwrap();
+                at < 64 * 1024 && at + key.len() > 64 * 1024
+                    || at < 128 * 1024 && at + key.len() > 128 * 1024
+            })
+            .count();
+        assert!(across >= 10, "{across} of 40");
     }
 
     #[test]

@@ -255,7 +255,11 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     let comparison = ledger::compare(&tally.owed, &recorded, max_lines_per_value);
     let leaks = canary::scan(&[root], &canaries)?;
     let log = without_ansi(&std::fs::read_to_string(home.service_log()).unwrap_or_default());
-    let unique_keys_sent = tally.exchanges.get("unique key").copied().unwrap_or(0);
+    let unique_keys_sent = ["unique key", "big upload"]
+        .iter()
+        .filter_map(|name| tally.exchanges.get(name))
+        .sum::<u64>()
+        + tally.abandoned;
 
     Ok(Report {
         seconds: options.seconds,

@@ -126,6 +126,13 @@ impl Report {
                 "the guardian dropped {dropped} finding occurrences"
             ));
         }
+        let counted = self.status["traffic"]["requests"].as_u64().unwrap_or(0);
+        if self.tally.error_count() == 0 && counted != self.tally.guardian_requests() {
+            out.push(format!(
+                "the guardian counted {counted} requests, the load made {} it could see",
+                self.tally.guardian_requests()
+            ));
+        }
         if !self.exit_ok {
             out.push("the guardian did not exit cleanly after a graceful stop".into());
         }
@@ -193,6 +200,7 @@ impl Report {
                 "connections": {"fresh": t.fresh_connections, "keep_alive": t.kept_connections},
                 "bytes_sent": t.bytes_sent, "bytes_received": t.bytes_received,
                 "lanes": lanes, "exchanges": t.exchanges,
+                "abandoned_uploads": t.abandoned, "abandoned_uploads_echo_seen": t.abandoned_seen,
             },
             "findings": {
                 "expected": self.comparison.rows.iter().map(|r| r.owed.certain).sum::<u64>(),
@@ -210,7 +218,7 @@ impl Report {
                 "rows": rows,
             },
             "canaries": {
-                "unique_keys_sent": self.unique_keys_sent, "files_searched": self.leaks.files,
+                "unique_secrets_sent": self.unique_keys_sent, "files_searched": self.leaks.files,
                 "bytes_searched": self.leaks.bytes,
                 "leaks": self.leaks.leaks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             },
@@ -222,6 +230,7 @@ impl Report {
                 "idle_after": self.after.map(|s| json!({"rss_kib": s.rss_kib, "fds": s.fds})),
                 "status": {
                     "requests": self.status["traffic"]["requests"],
+                    "requests_by_the_load": self.tally.guardian_requests(),
                     "connections_total": self.status["traffic"]["connections_total"],
                     "findings_total": self.status["findings"]["total"],
                     "findings_dropped": self.status["findings_dropped"],
@@ -306,6 +315,11 @@ impl Report {
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
         let _ = writeln!(out, "  mix: {}", mix.join(", "));
+        let _ = writeln!(
+            out,
+            "  abandoned uploads: {} (the upstream's echo of the part sent seen for {})",
+            t.abandoned, t.abandoned_seen
+        );
 
         let _ = writeln!(out, "\nFINDINGS (occurrences = sum of count)");
         let _ = writeln!(
@@ -362,7 +376,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  canaries: {} unique keys and 3 shared tokens sent; {} leaks in {} files ({:.1} MiB searched)",
+            "  canaries: {} unique secrets and 3 shared tokens sent; {} leaks in {} files ({:.1} MiB searched)",
             self.unique_keys_sent,
             self.leaks.leaks.len(),
             self.leaks.files,
@@ -414,18 +428,11 @@ impl Report {
             self.peak_rss_kib.map_or("-".to_owned(), |k| mib(k as f64))
         );
         let s = &self.status;
-        let tunnels: u64 = [Lane::InspectedHttps, Lane::InspectedH2, Lane::Tunnelled]
-            .iter()
-            .filter_map(|lane| t.lanes.get(lane))
-            .map(|l| l.connections)
-            .sum();
-        let hidden = t.lanes.get(&Lane::Tunnelled).map_or(0, |l| l.requests);
         let _ = writeln!(
             out,
-            "  its counters: {} requests (the load: {} outside tunnels + {} CONNECTs), {} connections, {} findings, {} dropped, {} upstream errors, {} client errors",
+            "  its counters: {} requests (the load made {} it could see, CONNECTs included), {} connections, {} findings, {} dropped, {} upstream errors, {} client errors",
             s["traffic"]["requests"],
-            t.requests() - hidden,
-            tunnels,
+            t.guardian_requests(),
             s["traffic"]["connections_total"],
             s["findings"]["total"],
             s["findings_dropped"],
