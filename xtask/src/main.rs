@@ -17,7 +17,8 @@ tasks:
                1,000 idle keep-alive connections (about 40 s)
   fuzz [--seconds N | --smoke] [TARGET...]
                run the fuzz targets for a bounded time (needs cargo-fuzz)
-  soak [--seconds N] [--connections C] [--rate R] [--seed S] [--json] [--keep]
+  soak [--seconds N] [--connections C] [--rate R] [--dedup-window S]
+       [--seed X] [--json] [--keep]
                the release guardian under mixed load for N s (default 60):
                requests and errors, findings expected vs recorded (none
                lost, none duplicated beyond dedup), canary leaks, RSS and

@@ -49,21 +49,26 @@ const DEFAULT_SECONDS: u64 = 60;
 const DEFAULT_CONNECTIONS: usize = 24;
 /// Out of a hundred sessions, how many use a fresh connection.
 const FRESH_PERCENT: u64 = 25;
-/// The guardian's dedup window: short, so windows close and summaries are
-/// written while the load runs.
+/// The guardian's dedup window when `--dedup-window` is not given: short,
+/// so windows close and summaries are written while the load runs.
 const DEDUP_WINDOW_SECS: u64 = 5;
+/// The keys the guardian's dedup table holds (`DedupConfig::max_keys`,
+/// not configurable): with more values than this in a window, the oldest
+/// key is evicted early with its summary.
+const DEDUP_MAX_KEYS: u64 = 10_000;
 /// The rotation size: small, so the log rotates many times.
 const ROTATE_BYTES: u64 = 128 * 1024;
 /// Rotated files kept: enough that none is deleted, so every line counts.
 const KEEP_FILES: usize = 100_000;
 
 /// What the command line asked for.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Options {
     seconds: u64,
     connections: usize,
     rate: Option<f64>,
     seed: Option<u64>,
+    dedup_window_secs: u64,
     json: bool,
     keep: bool,
 }
@@ -75,6 +80,7 @@ impl Options {
             connections: DEFAULT_CONNECTIONS,
             rate: None,
             seed: None,
+            dedup_window_secs: DEDUP_WINDOW_SECS,
             json: false,
             keep: false,
         };
@@ -101,6 +107,12 @@ impl Options {
                     options.seed =
                         Some(seed.with_context(|| format!("--seed {text:?} is not a number"))?);
                 }
+                "--dedup-window" => {
+                    options.dedup_window_secs = number(value("--dedup-window")?)?;
+                    if options.dedup_window_secs == 0 {
+                        bail!("--dedup-window must be at least 1 (0 turns dedup off)");
+                    }
+                }
                 "--json" => options.json = true,
                 "--keep" => options.keep = true,
                 other => bail!("unknown soak argument {other:?}"),
@@ -115,10 +127,25 @@ impl Options {
         Ok(options)
     }
 
-    /// Samples before this are warm-up: caches, pools and the dedup table
-    /// are still filling.
+    /// Samples before this are warm-up: caches, pools, allocator arenas
+    /// and the dedup table are still filling. A quarter of the run, and at
+    /// least one dedup window (the table is not full before it ends).
     fn warm_up(&self) -> Duration {
-        Duration::from_secs_f64((self.seconds as f64 * 0.2).clamp(2.0, 30.0))
+        let quarter = (self.seconds as f64 * 0.25).clamp(2.0, 60.0);
+        Duration::from_secs_f64(quarter.max(self.dedup_window_secs as f64 + 5.0))
+    }
+
+    /// The shortest run whose trends are judged: its warm-up ends by half
+    /// way and leaves a second half of at least [`report::MIN_TREND_SECS`].
+    fn judged_from_secs(&self) -> u64 {
+        (5..)
+            .find(|&seconds| {
+                let run = Options { seconds, ..*self };
+                let warm = run.warm_up().as_secs_f64();
+                let seconds = seconds as f64;
+                warm <= seconds / 2.0 && (seconds - warm) / 2.0 >= report::MIN_TREND_SECS + 1.0
+            })
+            .unwrap_or(u64::MAX)
     }
 
     fn sample_every(&self) -> Duration {
@@ -181,7 +208,7 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     let settings = Settings {
         rotate_bytes: ROTATE_BYTES,
         keep_files: KEEP_FILES,
-        dedup_window_secs: DEDUP_WINDOW_SECS,
+        dedup_window_secs: options.dedup_window_secs,
     };
     home.prepare(&upstream_ca.cert_file(), &settings)?;
     let mut guardian = home.start()?;
@@ -233,9 +260,12 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     let load_secs = started.elapsed().as_secs_f64();
     stop_sampling.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
+    // A run too short for its warm-up still shows its trend, from half
+    // way, but the trend is not judged.
     let warm = options.warm_up().as_secs_f64();
-    let rss = sample::trend(&samples, warm, |s| s.rss_kib as f64);
-    let fds = sample::trend(&samples, warm, |s| s.fds as f64);
+    let half = options.seconds as f64 / 2.0;
+    let rss = sample::trend(&samples, warm.min(half), |s| s.rss_kib as f64);
+    let fds = sample::trend(&samples, warm.min(half), |s| s.fds as f64);
     let peak_rss_kib = procfs::memory(pid).map(|m| m.peak_kib);
 
     // Let the guardian see every client connection close before the idle
@@ -249,9 +279,13 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
 
     let recorded = ledger::read(&home.log_dir())?;
     // A repeated value opens at most one window per dedup window of the
-    // run, and each window writes a first line and at most one summary.
-    let windows = (total_secs / DEDUP_WINDOW_SECS as f64).ceil() as u64 + 1;
-    let max_lines_per_value = 2 * windows;
+    // run, and each window writes a first line and at most one summary. A
+    // full table evicts its oldest key early: a key that came back is the
+    // newest, so it goes again only after every other key does, once per
+    // table's worth of new keys.
+    let windows = (total_secs / options.dedup_window_secs as f64).ceil() as u64 + 1;
+    let evictions = recorded.lines().div_ceil(DEDUP_MAX_KEYS);
+    let max_lines_per_value = 2 * (windows + evictions);
     let comparison = ledger::compare(&tally.owed, &recorded, max_lines_per_value);
     let leaks = canary::scan(&[root], &canaries)?;
     let log = without_ansi(&std::fs::read_to_string(home.service_log()).unwrap_or_default());
@@ -264,11 +298,12 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     Ok(Report {
         seconds: options.seconds,
         warm_up_secs: warm,
+        judged_from_secs: options.judged_from_secs(),
         connections: options.connections,
         rate: options.rate,
         fresh_percent: FRESH_PERCENT,
         seed,
-        dedup_window_secs: DEDUP_WINDOW_SECS,
+        dedup_window_secs: options.dedup_window_secs,
         rotate_bytes: ROTATE_BYTES,
         load_secs,
         tally,
@@ -280,6 +315,7 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
         before,
         after,
         peak_rss_kib,
+        sampled: !samples.is_empty(),
         samples,
         rss,
         fds,
@@ -341,8 +377,12 @@ mod tests {
             (o.seconds, o.json, o.rate, o.seed),
             (300, true, None, Some(16))
         );
-        assert_eq!(o.warm_up(), Duration::from_secs(30));
-        assert_eq!(parse(&[]).unwrap().warm_up(), Duration::from_secs(12));
+        assert_eq!(o.warm_up(), Duration::from_secs(60));
+        assert_eq!(parse(&[]).unwrap().warm_up(), Duration::from_secs(15));
+        let short = parse(&["--seconds", "10", "--dedup-window", "60"]).unwrap();
+        assert_eq!(short.warm_up(), Duration::from_secs(65));
+        assert_eq!(short.judged_from_secs(), 130);
+        assert_eq!(parse(&[]).unwrap().judged_from_secs(), 56);
         assert!(parse(&["--seconds", "2"]).is_err());
         assert!(parse(&["--connections", "0"]).is_err());
         assert!(parse(&["--bogus"]).is_err());

@@ -21,12 +21,17 @@ pub(crate) const RSS_GROWTH_FLOOR_KIB: f64 = 4096.0;
 /// Open descriptors may not grow by more than this across the second half
 /// (connections come and go; a leak only climbs).
 pub(crate) const FD_GROWTH_LIMIT: f64 = 16.0;
+/// A trend over a shorter second half than this is shown but not judged:
+/// one allocator step would look like a leak.
+pub(crate) const MIN_TREND_SECS: f64 = 20.0;
 
 /// Everything the soak measured.
 #[derive(Debug)]
 pub(crate) struct Report {
     pub(crate) seconds: u64,
     pub(crate) warm_up_secs: f64,
+    /// Runs this long or longer have their trends judged.
+    pub(crate) judged_from_secs: u64,
     pub(crate) connections: usize,
     pub(crate) rate: Option<f64>,
     pub(crate) fresh_percent: u64,
@@ -43,6 +48,8 @@ pub(crate) struct Report {
     pub(crate) before: Option<Sample>,
     pub(crate) after: Option<Sample>,
     pub(crate) peak_rss_kib: Option<u64>,
+    /// Whether any sample could be read at all.
+    pub(crate) sampled: bool,
     pub(crate) samples: Vec<Sample>,
     pub(crate) rss: Option<Trend>,
     pub(crate) fds: Option<Trend>,
@@ -100,7 +107,7 @@ impl Report {
                 .collect();
             out.push(format!("canary secrets leaked into {}", files.join(", ")));
         }
-        if let Some(rss) = &self.rss
+        if let Some(rss) = self.judged(&self.rss)
             && rss.slope_per_min > RSS_SLOPE_LIMIT_KIB_PER_MIN
             && rss.fitted_growth > RSS_GROWTH_FLOOR_KIB
         {
@@ -109,7 +116,7 @@ impl Report {
                 rss.slope_per_min
             ));
         }
-        if let Some(fds) = &self.fds
+        if let Some(fds) = self.judged(&self.fds)
             && fds.fitted_growth > FD_GROWTH_LIMIT
         {
             out.push(format!(
@@ -117,8 +124,8 @@ impl Report {
                 fds.slope_per_min, fds.fitted_growth
             ));
         }
-        if self.rss.is_none() || self.fds.is_none() {
-            out.push("too few samples of the guardian's memory and descriptors".into());
+        if !self.sampled {
+            out.push("no reading of the guardian's memory and descriptors".into());
         }
         let dropped = self.status["findings_dropped"].as_u64().unwrap_or(0);
         if dropped > 0 {
@@ -137,6 +144,27 @@ impl Report {
             out.push("the guardian did not exit cleanly after a graceful stop".into());
         }
         out
+    }
+
+    /// The trend, if the run was long enough to judge it.
+    fn judged<'a>(&self, trend: &'a Option<Trend>) -> Option<&'a Trend> {
+        trend
+            .as_ref()
+            .filter(|_| self.seconds >= self.judged_from_secs)
+    }
+
+    /// Why trends are not judged, if they are not.
+    fn unjudged_note(&self) -> Option<String> {
+        if self.seconds < self.judged_from_secs {
+            return Some(format!(
+                "trends not judged on runs shorter than {} s: a {:.0} s warm-up, then a second half of {MIN_TREND_SECS:.0} s",
+                self.judged_from_secs, self.warm_up_secs
+            ));
+        }
+        if self.rss.is_none() || self.fds.is_none() {
+            return Some("trends not judged: too few samples".into());
+        }
+        None
     }
 
     pub(crate) fn throughput(&self) -> f64 {
@@ -224,6 +252,7 @@ impl Report {
             },
             "guardian": {
                 "rss_kib": trend(&self.rss), "fds": trend(&self.fds),
+                "trends_judged": self.unjudged_note().is_none(),
                 "samples": self.samples.iter().map(|s| json!([round(s.at), s.rss_kib, s.fds])).collect::<Vec<_>>(),
                 "peak_rss_kib": self.peak_rss_kib,
                 "idle_before": self.before.map(|s| json!({"rss_kib": s.rss_kib, "fds": s.fds})),
@@ -400,7 +429,7 @@ impl Report {
                 );
             }
             None => {
-                let _ = writeln!(out, "  RSS   too few samples");
+                let _ = writeln!(out, "  RSS   no trend");
             }
         }
         match &self.fds {
@@ -412,8 +441,11 @@ impl Report {
                 );
             }
             None => {
-                let _ = writeln!(out, "  fds   too few samples");
+                let _ = writeln!(out, "  fds   no trend");
             }
+        }
+        if let Some(note) = self.unjudged_note() {
+            let _ = writeln!(out, "  ({note})");
         }
         let idle = |s: &Option<Sample>| {
             s.map_or("-".to_owned(), |s| {
