@@ -49,6 +49,9 @@ pub(crate) struct Plan {
     pub(crate) started: Instant,
     /// Numbers every exchange; also the rate limiter's ticket.
     pub(crate) sequence: AtomicU64,
+    /// Exchanges answered and failed so far, for progress lines.
+    pub(crate) served: AtomicU64,
+    pub(crate) failed: AtomicU64,
 }
 
 /// Findings the guardian must have recorded for one rule, runtime and
@@ -128,7 +131,8 @@ impl Tally {
         self.errors.values().sum()
     }
 
-    fn error(&mut self, lane: Lane, kind: &str, message: String) {
+    fn error(&mut self, plan: &Plan, lane: Lane, kind: &str, message: String) {
+        plan.failed.fetch_add(1, Ordering::Relaxed);
         *self.errors.entry(kind.to_owned()).or_default() += 1;
         self.error_samples.entry(kind.to_owned()).or_insert(message);
         self.lanes.entry(lane).or_default().errors += 1;
@@ -256,7 +260,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                     tally.owe(lane, ABANDONED_UPLOAD, seen);
                 }
                 Err(failure) => {
-                    tally.error(lane, &failure.kind, failure.message);
+                    tally.error(&plan, lane, &failure.kind, failure.message);
                     tally.owe(lane, ABANDONED_UPLOAD, false);
                 }
             }
@@ -273,7 +277,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
         let mut conn = match open(lane, route).await {
             Ok(conn) => conn,
             Err(failure) => {
-                tally.error(lane, &failure.kind, failure.message);
+                tally.error(&plan, lane, &failure.kind, failure.message);
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
@@ -292,6 +296,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                     .unwrap_or_else(|_| Err(Failure::new("timeout", "no full answer in 30 s")));
             match result {
                 Ok(body) if body == exchange.response_body(&request) => {
+                    plan.served.fetch_add(1, Ordering::Relaxed);
                     let elapsed = began.elapsed();
                     tally.latency.record(elapsed);
                     let lane_tally = tally.lanes.entry(lane).or_default();
@@ -303,6 +308,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                 }
                 Ok(body) => {
                     tally.error(
+                        &plan,
                         lane,
                         "wrong body",
                         format!("{exchange:?}: {} bytes back", body.len()),
@@ -311,7 +317,7 @@ async fn client(plan: Arc<Plan>, mut rng: Rng) -> Tally {
                     break;
                 }
                 Err(failure) => {
-                    tally.error(lane, &failure.kind, failure.message);
+                    tally.error(&plan, lane, &failure.kind, failure.message);
                     tally.owe(lane, exchange.findings(), false);
                     break;
                 }

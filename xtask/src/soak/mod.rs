@@ -255,9 +255,13 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
         rate: options.rate,
         started,
         sequence: AtomicU64::new(0),
+        served: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
+    let progress = tokio::spawn(progress(plan.clone()));
     let tally = load::run(plan.clone(), options.connections, rng.next_u64()).await;
     let load_secs = started.elapsed().as_secs_f64();
+    progress.abort();
     stop_sampling.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     // A run too short for its warm-up still shows its trend, from half
@@ -272,8 +276,20 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     // reading and the status.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = sample::read(pid, started.elapsed().as_secs_f64());
-    let status = home.status()?;
-    let (stop_took, exit) = home.stop(&mut guardian)?;
+    // A guardian that died or hangs is a finding of the soak, not a reason
+    // to skip the account of what it wrote.
+    let mut problems = Vec::new();
+    let status = home.status().unwrap_or_else(|err| {
+        problems.push(format!("status failed: {err:#}"));
+        serde_json::Value::Null
+    });
+    let (stop_took, exit_ok) = match home.stop(&mut guardian) {
+        Ok((took, exit)) => (took, exit.success()),
+        Err(err) => {
+            problems.push(format!("graceful stop failed: {err:#}"));
+            (started.elapsed(), false)
+        }
+    };
     let total_secs = started.elapsed().as_secs_f64();
     drop(guardian);
 
@@ -321,10 +337,27 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
         fds,
         status,
         stop_took,
-        exit_ok: exit.success(),
+        exit_ok,
+        problems,
         service_log_warnings: log.lines().filter(|l| l.contains(" WARN ")).count() as u64,
         service_log_errors: log.lines().filter(|l| l.contains(" ERROR ")).count() as u64,
     })
+}
+
+/// A line on stderr every half minute, so a long run shows it is alive.
+async fn progress(plan: Arc<load::Plan>) {
+    const EVERY: Duration = Duration::from_secs(30);
+    let mut next = plan.started + EVERY;
+    while next < plan.deadline {
+        tokio::time::sleep_until(next.into()).await;
+        eprintln!(
+            "== soak: {:.0} s, {} requests answered, {} failed",
+            plan.started.elapsed().as_secs_f64(),
+            plan.served.load(Ordering::Relaxed),
+            plan.failed.load(Ordering::Relaxed)
+        );
+        next += EVERY;
+    }
 }
 
 /// `text` without ANSI escape sequences (`ESC [ … letter`).

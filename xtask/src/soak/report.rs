@@ -56,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) status: Value,
     pub(crate) stop_took: Duration,
     pub(crate) exit_ok: bool,
+    /// Steps that failed around the guardian (status, stop).
+    pub(crate) problems: Vec<String>,
     pub(crate) service_log_warnings: u64,
     pub(crate) service_log_errors: u64,
 }
@@ -63,7 +65,7 @@ pub(crate) struct Report {
 impl Report {
     /// Why the soak failed; empty when it passed.
     pub(crate) fn failures(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.problems.clone();
         let c = &self.comparison;
         if self.tally.error_count() > 0 {
             out.push(format!("{} requests failed", self.tally.error_count()));
