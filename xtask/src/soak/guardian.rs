@@ -21,8 +21,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 /// Builds `traffic-guardian` in release and returns the binary's path, as
 /// cargo reports it.
 pub(crate) fn build() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(&cargo);
+    let mut build = crate::cargo_command();
     build.args([
         "build",
         "--release",
@@ -30,29 +29,10 @@ pub(crate) fn build() -> Result<PathBuf> {
         "traffic-guardian",
         "--message-format=json-render-diagnostics",
     ]);
-    // Without the variables `cargo run` set for this process: build
-    // scripts watch some of them (ring watches CARGO_MANIFEST_DIR), and the
-    // nested build would otherwise rebuild what a plain `cargo build
-    // --release` built, and the other way round.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_this_process = name.starts_with("CARGO_PKG_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-            );
-        if set_for_this_process {
-            build.env_remove(&*name);
-        }
-    }
     let output = build
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("starting {cargo}"))?;
+        .context("starting cargo")?;
     if !output.status.success() {
         bail!("cargo build --release -p traffic-guardian failed");
     }
