@@ -262,6 +262,10 @@ fn an_unwritable_log_keeps_traffic_flowing_and_recovers() {
     assert_eq!(stored["findings"][0]["pattern"], "ai_api_key");
     let log = std::fs::read_to_string(home.home().join("run/service.log")).unwrap();
     assert!(log.contains("cannot write the findings log"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "service.log is a file, not a terminal: no colour codes\n{log:?}"
+    );
 }
 
 #[test]

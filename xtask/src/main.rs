@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that need more than one cargo command.
 
 mod fuzz;
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -16,6 +17,12 @@ tasks:
                1,000 idle keep-alive connections (about 40 s)
   fuzz [--seconds N | --smoke] [TARGET...]
                run the fuzz targets for a bounded time (needs cargo-fuzz)
+  soak [--seconds N] [--connections C] [--rate R] [--dedup-window S]
+       [--seed X] [--json] [--keep]
+               the release guardian under mixed load for N s (default 60):
+               requests and errors, findings expected vs recorded (none
+               lost, none duplicated beyond dedup), canary leaks, RSS and
+               fd trends, a clean graceful stop; fails on any of them
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +41,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             Ok(())
@@ -65,13 +73,37 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let status = cargo_command()
         .args(args)
         .status()
-        .with_context(|| format!("starting {cargo}"))?;
+        .context("starting cargo")?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// A nested `cargo` without the variables `cargo run` set for this
+/// process. Build scripts watch some of them (ring watches
+/// `CARGO_MANIFEST_DIR`): passed on, they would make the nested build and
+/// the next plain `cargo build` rebuild each other's artifacts.
+pub(crate) fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_this_process = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_for_this_process {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }

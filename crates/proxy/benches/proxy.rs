@@ -25,15 +25,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use rustls_pki_types::CertificateDer;
 use traffic_guardian_core::Finding;
 use traffic_guardian_proxy::{
     CertificateAuthority, Engine, FindingSink, Proxy, ProxyConfig, RuntimeConfig, UnknownClients,
 };
+use traffic_guardian_test_support::client::{Route, tls_client_config};
+use traffic_guardian_test_support::procfs::{self, cpu_ticks};
 use traffic_guardian_test_support::{Reply, TestCa, UpstreamServer};
 
 const CONNECTIONS: usize = 32;
@@ -132,16 +131,7 @@ impl GuardianProcess {
 
     /// (current, peak) resident memory in KiB.
     fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        procfs::memory(self.child.id()).map_or((0, 0), |m| (m.rss_kib, m.peak_kib))
     }
 }
 
@@ -152,11 +142,8 @@ impl Drop for GuardianProcess {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
 #[derive(Clone, Copy, Debug)]
-enum Route {
+enum Via {
     Direct,
     Guardian(SocketAddr),
 }
@@ -166,20 +153,24 @@ struct Scenario {
     name: &'static str,
     target: SocketAddr,
     tls: Option<Arc<ClientConfig>>,
-    route: Route,
+    via: Via,
+}
+
+impl Scenario {
+    fn route(&self) -> Route {
+        let mut route = Route::direct(self.target);
+        if let Via::Guardian(proxy) = self.via {
+            route = route.via(proxy);
+        }
+        if let Some(tls) = &self.tls {
+            route = route.tls(tls.clone());
+        }
+        route
+    }
 }
 
 fn tls_config(root: CertificateDer<'static>) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root).unwrap();
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    tls_client_config(root, &[b"http/1.1"])
 }
 
 /// Opens one client connection as the scenario says and returns a sender
@@ -190,51 +181,8 @@ async fn connect(
     hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     String,
 ) {
-    let (io, uri): (Box<dyn Io>, String) = match (s.route, &s.tls) {
-        (Route::Direct, None) => (
-            Box::new(TcpStream::connect(s.target).await.unwrap()),
-            "/bench".into(),
-        ),
-        (Route::Guardian(proxy), None) => (
-            Box::new(TcpStream::connect(proxy).await.unwrap()),
-            format!("http://{}/bench", s.target),
-        ),
-        (Route::Direct, Some(tls)) => {
-            let tcp = TcpStream::connect(s.target).await.unwrap();
-            let name = ServerName::try_from(s.target.ip().to_string()).unwrap();
-            let stream = tokio_rustls::TlsConnector::from(tls.clone())
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            (Box::new(stream), "/bench".into())
-        }
-        (Route::Guardian(proxy), Some(tls)) => {
-            let tcp = TcpStream::connect(proxy).await.unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn.with_upgrades());
-            let req = Request::connect(s.target.to_string())
-                .header("host", s.target.to_string())
-                .body(Empty::new())
-                .unwrap();
-            let response = sender.send_request(req).await.unwrap();
-            assert!(response.status().is_success());
-            let upgraded = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
-            let name = ServerName::try_from(s.target.ip().to_string()).unwrap();
-            let stream = tokio_rustls::TlsConnector::from(tls.clone())
-                .connect(name, upgraded)
-                .await
-                .unwrap();
-            (Box::new(stream), "/bench".into())
-        }
-    };
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    (sender, uri)
+    let route = s.route();
+    (route.http1().await.unwrap(), route.target("/bench"))
 }
 
 struct Measured {
@@ -244,20 +192,6 @@ struct Measured {
     /// CPU time per request of this process (load generator and upstream)
     /// and of the guardian, in microseconds.
     cpu_us: (f64, f64),
-}
-
-/// User plus system CPU time of a process so far, in clock ticks (1/100 s).
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
 }
 
 async fn run(s: &Scenario, guardian_pid: &str) -> Measured {
@@ -346,32 +280,32 @@ async fn parent() {
     std::fs::write(dir.join("ca.key"), guardian_ca.key_pem()).unwrap();
     std::fs::write(dir.join("upstream.pem"), upstream_ca.cert_pem()).unwrap();
     let guardian = GuardianProcess::start(dir);
-    let via = Route::Guardian(guardian.addr);
+    let via = Via::Guardian(guardian.addr);
 
     let scenarios = [
         Scenario {
             name: "http direct",
             target: plain.addr(),
             tls: None,
-            route: Route::Direct,
+            via: Via::Direct,
         },
         Scenario {
             name: "http via guardian",
             target: plain.addr(),
             tls: None,
-            route: via,
+            via,
         },
         Scenario {
             name: "https direct",
             target: tls.addr(),
             tls: Some(tls_config(upstream_ca.cert_der())),
-            route: Route::Direct,
+            via: Via::Direct,
         },
         Scenario {
             name: "https via guardian (inspected)",
             target: tls.addr(),
             tls: Some(tls_config(guardian_ca.cert_der())),
-            route: via,
+            via,
         },
     ];
     println!(
@@ -394,16 +328,16 @@ async fn parent() {
         let mut runs = std::mem::take(&mut rounds[i]);
         runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         let m = runs.swap_remove(runs.len() / 2);
-        let ratio = match s.route {
-            Route::Guardian(_) => {
+        let ratio = match s.via {
+            Via::Guardian(_) => {
                 let direct: &Measured = results.last().unwrap();
                 format!("{:.0}%", 100.0 * m.rps / direct.rps)
             }
-            Route::Direct => "baseline".into(),
+            Via::Direct => "baseline".into(),
         };
-        let cpu = match s.route {
-            Route::Guardian(_) => format!("{:.0} / {:.0}", m.cpu_us.0, m.cpu_us.1),
-            Route::Direct => format!("{:.0} / -", m.cpu_us.0),
+        let cpu = match s.via {
+            Via::Guardian(_) => format!("{:.0} / {:.0}", m.cpu_us.0, m.cpu_us.1),
+            Via::Direct => format!("{:.0} / -", m.cpu_us.0),
         };
         println!(
             "{:<32} {:>10.0} {:>10.2?} {:>10.2?} {:>12} {:>22}",
@@ -424,7 +358,7 @@ async fn parent() {
         name: "1 GiB",
         target: plain.addr(),
         tls: None,
-        route: via,
+        via,
     };
     let (mut sender, _) = connect(&download).await;
     let req = Request::get(format!("http://{}/1g", plain.addr()))
@@ -461,7 +395,7 @@ async fn parent() {
         name: "idle",
         target: plain.addr(),
         tls: None,
-        route: Route::Guardian(idle_guardian.addr),
+        via: Via::Guardian(idle_guardian.addr),
     };
     let mut held = Vec::new();
     for batch in 0..IDLE_CONNECTIONS / 50 {

@@ -1,7 +1,9 @@
 //! Shared fixtures for tests that drive the guardian over real sockets on
 //! loopback: a per-test CA, an HTTP/HTTPS upstream with scripted replies, a
 //! chaining proxy that records the `Proxy-Authorization` it saw, a `curl`
-//! runner, a per-test log capture, and a per-thread panic count.
+//! runner, a per-test log capture, a per-thread panic count, clients that
+//! reach an origin directly or through the guardian, and `/proc` readings of
+//! a process. The benchmarks and `cargo xtask soak` use them too.
 //!
 //! Fixture failures panic: they are test set-up, not product code.
 
@@ -10,9 +12,11 @@
 
 mod ca;
 mod chain;
+pub mod client;
 mod curl;
 mod logs;
 mod panics;
+pub mod procfs;
 mod upstream;
 
 pub use ca::TestCa;
@@ -21,5 +25,5 @@ pub use curl::{Curl, CurlOutput, finish as finish_curl};
 pub use logs::LogCapture;
 pub use panics::PanicWatch;
 pub use upstream::{
-    ChannelBody, Reply, SeenRequest, SseSender, UpstreamServer, brotli_compress, gzip,
+    ChannelBody, Reply, SEEN_KEPT, SeenRequest, SseSender, UpstreamServer, brotli_compress, gzip,
 };

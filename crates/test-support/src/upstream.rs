@@ -1,7 +1,8 @@
 //! A loopback HTTP/HTTPS server with scripted replies per path, which
-//! records every request head it receives.
+//! records the request heads it receives (the most recent
+//! [`SEEN_KEPT`], so a long load run keeps flat memory).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,6 +24,10 @@ use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How many request heads [`UpstreamServer::seen`] keeps, most recent
+/// last. Older ones are forgotten.
+pub const SEEN_KEPT: usize = 4096;
 
 /// What the server answers on one path.
 #[derive(Debug, Clone)]
@@ -130,7 +135,7 @@ pub struct SeenRequest {
 #[derive(Debug)]
 pub struct UpstreamServer {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    seen: Arc<Mutex<VecDeque<SeenRequest>>>,
     bodies: Arc<Mutex<Vec<(String, Bytes)>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
@@ -166,7 +171,7 @@ impl UpstreamServer {
         let addr = listener.local_addr().unwrap();
         let routes: Arc<HashMap<String, Reply>> =
             Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -246,9 +251,10 @@ impl UpstreamServer {
         self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Every request head received so far.
+    /// The request heads received so far (the most recent [`SEEN_KEPT`]),
+    /// oldest first.
     pub fn seen(&self) -> Vec<SeenRequest> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().unwrap().iter().cloned().collect()
     }
 
     /// The path and whole body of every request answered with
@@ -279,15 +285,10 @@ fn full(body: impl Into<Bytes>) -> Body {
 async fn record(
     req: Request<Incoming>,
     reply: Bytes,
-    seen: &Mutex<Vec<SeenRequest>>,
+    seen: &Mutex<VecDeque<SeenRequest>>,
     bodies: &Mutex<Vec<(String, Bytes)>>,
 ) -> Response<Body> {
-    seen.lock().unwrap().push(SeenRequest {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        headers: req.headers().clone(),
-    });
+    remember(seen, &req);
     let path = req.uri().path().to_owned();
     match req.into_body().collect().await {
         Ok(body) => {
@@ -306,17 +307,26 @@ async fn record(
     }
 }
 
-fn answer(
-    mut req: Request<Incoming>,
-    routes: &HashMap<String, Reply>,
-    seen: &Mutex<Vec<SeenRequest>>,
-) -> Response<Body> {
-    seen.lock().unwrap().push(SeenRequest {
+/// Records a request head, keeping the most recent [`SEEN_KEPT`].
+fn remember(seen: &Mutex<VecDeque<SeenRequest>>, req: &Request<Incoming>) {
+    let mut seen = seen.lock().unwrap();
+    if seen.len() == SEEN_KEPT {
+        seen.pop_front();
+    }
+    seen.push_back(SeenRequest {
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),
         headers: req.headers().clone(),
     });
+}
+
+fn answer(
+    mut req: Request<Incoming>,
+    routes: &HashMap<String, Reply>,
+    seen: &Mutex<VecDeque<SeenRequest>>,
+) -> Response<Body> {
+    remember(seen, &req);
     let Some(reply) = routes.get(req.uri().path()) else {
         let mut response = Response::new(full("no such route\n"));
         *response.status_mut() = StatusCode::NOT_FOUND;

@@ -9,6 +9,7 @@ mod scan;
 mod service_cmd;
 mod setup_cmd;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,12 +80,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; stdout carries command output only.
+/// Logs go to stderr; stdout carries command output only. Colours only
+/// on a terminal: `start` sends stderr to `run/service.log`, which must
+/// stay plain text for operators and their tools.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAFFIC_GUARDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
