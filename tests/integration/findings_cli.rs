@@ -3,10 +3,10 @@
 use std::io::Write;
 
 use serde_json::Value;
-use traffic_guardian_core::finding::{Platform, SchemaVersion};
 use traffic_guardian_core::{
     Direction, Finding, FindingLog, Protocol, Rotation, RuleId, Severity, ThreatType, Timestamp,
 };
+use traffic_guardian_test_support::sample_finding;
 use traffic_guardian_tests::{GuardianHome, stderr, stdout};
 
 fn finding(
@@ -17,8 +17,6 @@ fn finding(
     at: &str,
 ) -> Finding {
     Finding {
-        schema_version: SchemaVersion,
-        platform: Platform,
         direction: match threat {
             ThreatType::Exfil => Direction::Outbound,
             ThreatType::Injection => Direction::Inbound,
@@ -27,18 +25,12 @@ fn finding(
         threat_type: threat,
         pattern: RuleId::new(pattern),
         severity,
-        source: "127.0.0.1:40000".into(),
         dest: format!("{pattern}.example:80"),
         snippet: "x=[REDACTED]".into(),
         timestamp: at.parse::<Timestamp>().unwrap(),
         runtime: Some(runtime.into()),
-        flow_id: None,
         method: Some("POST".into()),
-        path: None,
-        location: None,
-        encoding: None,
-        count: 1,
-        fingerprint: None,
+        ..sample_finding()
     }
 }
 

@@ -12,9 +12,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci           run what CI runs: fmt check, clippy, the whole test suite
   bench scan   scan throughput against a bare keyword prefilter, as a ratio
-  bench proxy  the guardian against a direct baseline in one run: req/s
-               ratio, p50/p99 latency, peak RSS, a 1 GiB download, RSS at
-               1,000 idle keep-alive connections (about 40 s)
+  bench proxy  the guardian against two baselines in one run (direct, and
+               a bare hyper hop): req/s ratio, p50/p99 latency, peak RSS,
+               a 1 GiB download, RSS at 1,000 idle keep-alive connections
+               (about a minute)
   fuzz [--seconds N | --smoke] [TARGET...]
                run the fuzz targets for a bounded time (needs cargo-fuzz)
   soak [--seconds N] [--connections C] [--rate R] [--dedup-window S]

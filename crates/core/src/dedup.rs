@@ -283,7 +283,7 @@ fn absorb(entry: &mut Entry, mut repeat: Finding, out: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finding::{Platform, Protocol, SchemaVersion, Severity, ThreatType};
+    use crate::finding::Protocol;
     use crate::timestamp::Timestamp;
     use proptest::prelude::*;
 
@@ -292,25 +292,13 @@ mod tests {
     /// A finding for key `key`, made at `millis` after the epoch.
     fn finding(key: &str, millis: u64) -> Finding {
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
             protocol: Protocol::Https,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
-            severity: Severity::Critical,
             source: "172.17.0.2:40000".into(),
             dest: "api.example.com:443".into(),
             snippet: format!("key={key}****"),
             timestamp: Timestamp::from_unix_millis(i64::try_from(millis).unwrap()),
             runtime: Some("main".into()),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
-            count: 1,
-            fingerprint: None,
+            ..crate::finding::sample()
         }
     }
 

@@ -298,33 +298,35 @@ impl Finding {
     }
 }
 
+/// A complete finding for tests to adjust with struct update syntax.
+#[cfg(test)]
+pub(crate) fn sample() -> Finding {
+    Finding {
+        schema_version: SchemaVersion,
+        platform: Platform,
+        direction: Direction::Outbound,
+        protocol: Protocol::Http,
+        threat_type: ThreatType::Exfil,
+        pattern: RuleId::new("ai_api_key"),
+        severity: Severity::Critical,
+        source: "127.0.0.1:50000".into(),
+        dest: "example.com:80".into(),
+        snippet: "key=sk-ant-****".into(),
+        timestamp: Timestamp::from_unix_millis(1_700_000_000_123),
+        runtime: None,
+        flow_id: None,
+        method: None,
+        path: None,
+        location: None,
+        encoding: None,
+        count: 1,
+        fingerprint: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn sample() -> Finding {
-        Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
-            protocol: Protocol::Http,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
-            severity: Severity::Critical,
-            source: "127.0.0.1:50000".into(),
-            dest: "example.com:80".into(),
-            snippet: "key=sk-ant-****".into(),
-            timestamp: Timestamp::from_unix_millis(1_700_000_000_123),
-            runtime: None,
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
-            count: 1,
-            fingerprint: None,
-        }
-    }
 
     #[test]
     fn serialises_exactly_the_required_fields_in_order() {

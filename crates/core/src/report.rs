@@ -357,7 +357,7 @@ fn md(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finding::{Direction, Platform, Protocol, RuleId, SchemaVersion};
+    use crate::finding::{Direction, Protocol, RuleId};
 
     const T0: i64 = 1_764_417_600_000; // 2025-11-29T12:00:00.000Z
 
@@ -368,9 +368,6 @@ mod tests {
             ThreatType::Exfil
         };
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
             protocol: Protocol::Https,
             threat_type,
             pattern: RuleId::new(pattern),
@@ -380,13 +377,8 @@ mod tests {
             snippet: "Authorization: Bearer sk-ant-****".into(),
             timestamp: Timestamp::from_unix_millis(millis),
             runtime: Some("main".into()),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
             count,
-            fingerprint: None,
+            ..crate::finding::sample()
         }
     }
 

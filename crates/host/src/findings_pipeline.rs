@@ -412,9 +412,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use std::fs;
 
-    use traffic_guardian_core::finding::{Platform, SchemaVersion};
     use traffic_guardian_core::jsonl::read_all;
-    use traffic_guardian_core::{Direction, Protocol, RuleId, Severity, ThreatType, Timestamp};
+    use traffic_guardian_core::{Severity, Timestamp};
+    use traffic_guardian_test_support::sample_finding;
 
     use super::*;
 
@@ -422,25 +422,10 @@ mod tests {
 
     fn finding(dest: &str, severity: Severity) -> Finding {
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
-            protocol: Protocol::Http,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
             severity,
-            source: "127.0.0.1:5000".into(),
             dest: dest.into(),
-            snippet: "key=[REDACTED]".into(),
             timestamp: Timestamp::now(),
-            runtime: Some("main".into()),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
-            count: 1,
-            fingerprint: None,
+            ..sample_finding()
         }
     }
 

@@ -241,10 +241,8 @@ fn hide_paths(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use traffic_guardian_core::finding::{Platform, SchemaVersion};
-    use traffic_guardian_core::{
-        Direction, Finding, FindingLog, Protocol, Rotation, RuleId, Severity, ThreatType, Timestamp,
-    };
+    use traffic_guardian_core::{Finding, FindingLog, Rotation, Severity, Timestamp};
+    use traffic_guardian_test_support::sample_finding;
 
     use super::*;
     use crate::config::RuntimeConfig;
@@ -252,25 +250,11 @@ mod tests {
 
     fn finding(runtime: Option<&str>, severity: Severity, millis: i64) -> Finding {
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
-            protocol: Protocol::Https,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
             severity,
-            source: "10.0.0.2:1".into(),
-            dest: "x.example:443".into(),
-            snippet: "[REDACTED]".into(),
             timestamp: Timestamp::from_unix_millis(millis),
             runtime: runtime.map(str::to_owned),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
             count: 3,
-            fingerprint: None,
+            ..sample_finding()
         }
     }
 

@@ -215,33 +215,18 @@ fn answer(
 
 #[cfg(test)]
 mod tests {
-    use traffic_guardian_core::finding::{Platform, SchemaVersion};
-    use traffic_guardian_core::{Direction, Protocol, RuleId, Severity, ThreatType, Timestamp};
+    use traffic_guardian_core::{Severity, Timestamp};
+    use traffic_guardian_test_support::sample_finding;
 
     use super::*;
     use crate::protocol::{Counts, MODE_DETECT_AND_LOG, RuntimeStatus};
 
     fn finding(snippet: &str, secs: i64, runtime: Option<&str>) -> Finding {
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
-            protocol: Protocol::Https,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
-            severity: Severity::High,
-            source: "10.0.0.2:1".into(),
-            dest: "x.example:443".into(),
             snippet: snippet.into(),
             timestamp: Timestamp::from_unix_millis(secs * 1000),
             runtime: runtime.map(str::to_owned),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
-            count: 1,
-            fingerprint: None,
+            ..sample_finding()
         }
     }
 

@@ -1,5 +1,5 @@
 //! Shared fixtures for tests that drive the guardian over real sockets on
-//! loopback: a per-test CA, an HTTP/HTTPS upstream with scripted replies, a
+//! loopback: a sample finding, a per-test CA, an HTTP/HTTPS upstream with scripted replies, a
 //! chaining proxy that records the `Proxy-Authorization` it saw, a `curl`
 //! runner, a per-test log capture, a per-thread panic count, clients that
 //! reach an origin directly or through the guardian, and `/proc` readings of
@@ -14,6 +14,7 @@ mod ca;
 mod chain;
 pub mod client;
 mod curl;
+mod finding;
 mod logs;
 mod panics;
 pub mod procfs;
@@ -22,6 +23,7 @@ mod upstream;
 pub use ca::TestCa;
 pub use chain::ChainProxy;
 pub use curl::{Curl, CurlOutput, finish as finish_curl};
+pub use finding::sample_finding;
 pub use logs::LogCapture;
 pub use panics::PanicWatch;
 pub use upstream::{

@@ -46,33 +46,20 @@ pub fn rotated_path(dir: &Path, n: usize) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use crate::finding::{
-        Direction, Finding, Platform, Protocol, RuleId, SchemaVersion, Severity, ThreatType,
-    };
+    use crate::finding::{Finding, Protocol, Severity};
     use crate::timestamp::Timestamp;
 
     /// A finding whose snippet is `snippet`, made at `millis` after the epoch.
     pub(super) fn finding(snippet: &str, millis: i64) -> Finding {
         Finding {
-            schema_version: SchemaVersion,
-            platform: Platform,
-            direction: Direction::Outbound,
             protocol: Protocol::Https,
-            threat_type: ThreatType::Exfil,
-            pattern: RuleId::new("ai_api_key"),
             severity: Severity::High,
             source: "172.17.0.2:40000".into(),
             dest: "api.example.com:443".into(),
             snippet: snippet.into(),
             timestamp: Timestamp::from_unix_millis(millis),
             runtime: Some("main".into()),
-            flow_id: None,
-            method: None,
-            path: None,
-            location: None,
-            encoding: None,
-            count: 1,
-            fingerprint: None,
+            ..crate::finding::sample()
         }
     }
 }
