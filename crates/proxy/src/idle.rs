@@ -73,6 +73,25 @@ impl<T> IdleIo<T> {
         self.moved = true;
     }
 
+    /// Passes on the inner stream's answer: a ready one counts as activity,
+    /// a pending one becomes a `TimedOut` error once idle too long.
+    fn observe<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.touch();
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(err) => Poll::Ready(Err(err)),
+            },
+        }
+    }
+
     /// Called when the inner stream is pending: errors once idle too long.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
@@ -97,17 +116,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            Poll::Pending => match this.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(err) => Poll::Ready(Err(err)),
-            },
-        }
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.observe(cx, poll)
     }
 }
 
@@ -117,17 +127,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            Poll::Pending => match this.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(err) => Poll::Ready(Err(err)),
-            },
-        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.observe(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -135,17 +136,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                this.touch();
-                Poll::Ready(result)
-            }
-            Poll::Pending => match this.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(err) => Poll::Ready(Err(err)),
-            },
-        }
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.observe(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
