@@ -7,9 +7,12 @@
 //! - Directories below a trusted root are opened with `O_NOFOLLOW |
 //!   O_DIRECTORY`, one component at a time.
 //! - A file's type is checked with `lstat` before it is opened, so FIFOs and
-//!   devices are never opened; files are opened `O_NOFOLLOW | O_NONBLOCK |
-//!   O_NOCTTY`, and the opened descriptor is checked again with `fstat`
-//!   (same inode, regular file, one link) before a byte is read.
+//!   devices are never opened on purpose. Against a file swapped in after
+//!   the `lstat`: on Linux the name is opened `O_PATH` (which opens nothing),
+//!   checked with `fstat` (same inode, regular file, one link), and only
+//!   then is that inode opened for reading; elsewhere files are opened
+//!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` and checked the same way before a
+//!   byte is read.
 //! - Reads are capped.
 //! - Writes go to a fresh `.<name>.tmp-<random>` created with `O_CREAT |
 //!   O_EXCL | O_NOFOLLOW`, mode 0644, then renamed into place within the same
@@ -18,7 +21,9 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Stat};
@@ -165,6 +170,45 @@ pub(crate) fn read_regular(
     if size_of(seen) > cap {
         return Err(ReadRefusal::TooLarge);
     }
+    let fd = open_seen(dir.as_fd(), name, seen)?;
+    read_capped(File::from(fd), cap)
+}
+
+/// Opens `name` for reading only if it is still the regular, singly linked
+/// file `seen` describes.
+///
+/// On Linux the name is first opened with `O_PATH`, which resolves it
+/// without opening the file itself (no device driver or FIFO is touched);
+/// only once that descriptor is checked is the same inode opened for
+/// reading, through `/proc/self/fd`. So a device node swapped in between
+/// `lstat` and `open` is never opened. Elsewhere (or without `/proc`) the
+/// file is opened `O_NONBLOCK | O_NOCTTY` and checked before a byte is read.
+fn open_seen(dir: BorrowedFd<'_>, name: &str, seen: &Stat) -> Result<OwnedFd, ReadRefusal> {
+    #[cfg(target_os = "linux")]
+    {
+        let path_fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| ReadRefusal::Io(err.into()))?;
+        check_same(&path_fd, seen)?;
+        let link = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+        match rustix::fs::open(
+            link.as_str(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                check_same(&fd, seen)?;
+                return Ok(fd);
+            }
+            // No /proc: fall back to the portable open below.
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(err) => return Err(ReadRefusal::Io(err.into())),
+        }
+    }
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -172,7 +216,14 @@ pub(crate) fn read_regular(
         Mode::empty(),
     )
     .map_err(|err| ReadRefusal::Io(err.into()))?;
-    let opened = rustix::fs::fstat(&fd).map_err(|err| ReadRefusal::Io(err.into()))?;
+    check_same(&fd, seen)?;
+    Ok(fd)
+}
+
+/// The open descriptor `fd` is the inode `seen` describes, a regular file
+/// with one link.
+fn check_same(fd: impl AsFd, seen: &Stat) -> Result<(), ReadRefusal> {
+    let opened = rustix::fs::fstat(fd).map_err(|err| ReadRefusal::Io(err.into()))?;
     if opened.st_ino != seen.st_ino || opened.st_dev != seen.st_dev {
         return Err(ReadRefusal::Replaced);
     }
@@ -183,7 +234,7 @@ pub(crate) fn read_regular(
     if opened.st_nlink > 1 {
         return Err(ReadRefusal::Linked);
     }
-    read_capped(File::from(fd), cap)
+    Ok(())
 }
 
 /// Reads at most `cap` bytes; more is [`ReadRefusal::TooLarge`].
@@ -369,13 +420,30 @@ mod tests {
             read_regular(&root, "ok", &stat, 64),
             Err(ReadRefusal::Replaced)
         ));
-        // A symlink planted after lstat fails the no-follow open.
+        // A FIFO swapped in after lstat is refused without hanging (it may
+        // even reuse the freed inode number: then its type gives it away).
+        let stat = lstat_at(&root, "ok").unwrap();
+        std::fs::remove_file(t.path().join("ok")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(t.path().join("ok"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(
+            read_regular(&root, "ok", &stat, 64),
+            Err(ReadRefusal::Replaced | ReadRefusal::NotRegular(Kind::Fifo))
+        ));
+        // A symlink planted after lstat is never followed: Linux's O_PATH
+        // open holds the link itself (another inode, or the freed one
+        // reused as a link), elsewhere the no-follow open fails.
         let stat = lstat_at(&root, "big").unwrap();
         std::fs::remove_file(t.path().join("big")).unwrap();
         symlink(t.path().join("keep"), t.path().join("big")).unwrap();
         assert!(matches!(
             read_regular(&root, "big", &stat, 1000),
-            Err(ReadRefusal::Io(_))
+            Err(ReadRefusal::Replaced
+                | ReadRefusal::NotRegular(Kind::Symlink)
+                | ReadRefusal::Io(_))
         ));
     }
 
