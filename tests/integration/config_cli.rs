@@ -113,6 +113,41 @@ fn variables_override_fields_and_malformed_ones_are_named() {
 }
 
 #[test]
+fn a_malformed_variable_does_not_hide_the_file_s_problems() {
+    let home = GuardianHome::new();
+    home.write_config(r#"{"mode": "block", "allowed_clients": []}"#);
+    let (code, report) = check(&home, &[("NANOCLAW_TRAFFIC_GUARDIAN_MAX_SCAN_BYTES", "1")]);
+    assert_eq!(code, 1);
+    has_error(
+        &report,
+        "NANOCLAW_TRAFFIC_GUARDIAN_MAX_SCAN_BYTES",
+        "outside",
+    );
+    has_error(&report, "mode", "only detect");
+}
+
+#[test]
+fn container_side_variables_are_not_warned_about() {
+    let home = GuardianHome::new();
+    let (code, report) = check(
+        &home,
+        &[
+            ("NANOCLAW_TRAFFIC_GUARDIAN_IPC_DIR", "/workspace/ipc"),
+            ("NANOCLAW_TRAFFIC_GUARDIAN_IPC_TIMEOUT_MS", "5000"),
+            ("NANOCLAW_TRAFFIC_GUARDIAN_TYPO", "1"),
+        ],
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let paths: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["NANOCLAW_TRAFFIC_GUARDIAN_TYPO"], "{report:#}");
+}
+
+#[test]
 fn a_named_config_file_must_exist() {
     let home = GuardianHome::new();
     let missing = home.root().join("absent.json");

@@ -35,6 +35,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// No home folder is set and none can be derived from the environment.
+    #[error(
+        "cannot find a home folder: set NANOCLAW_TRAFFIC_GUARDIAN_HOME (or HOME or XDG_DATA_HOME)"
+    )]
+    NoHome,
+
     /// The certificate authority is missing, unreadable or cannot be made.
     #[error("certificate authority: {0}")]
     Ca(String),

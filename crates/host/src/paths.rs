@@ -145,10 +145,7 @@ pub fn default_home(env: &Env) -> Result<PathBuf, Error> {
             .join("Library/Application Support")
             .join(HOME_SUFFIX)),
         Some(user_home) => Ok(Path::new(user_home).join(".local/share").join(HOME_SUFFIX)),
-        None => Err(Error::unsafe_path(
-            "",
-            "cannot find a home folder: set NANOCLAW_TRAFFIC_GUARDIAN_HOME (or HOME)",
-        )),
+        None => Err(Error::NoHome),
     }
 }
 

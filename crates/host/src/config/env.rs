@@ -42,6 +42,14 @@ pub const ALL: [&str; 8] = [
     REDACT_SNIPPETS,
 ];
 
+/// Variables only `traffic-guardian-mcp` reads, inside containers. The
+/// host ignores them without a warning: a shared environment file may set
+/// them.
+pub const CONTAINER_ONLY: [&str; 2] = [
+    "NANOCLAW_TRAFFIC_GUARDIAN_IPC_DIR",
+    "NANOCLAW_TRAFFIC_GUARDIAN_IPC_TIMEOUT_MS",
+];
+
 /// A snapshot of the variables the host reads: every
 /// `NANOCLAW_TRAFFIC_GUARDIAN_*` plus `HOME` and `XDG_DATA_HOME`. Tests
 /// build one from pairs instead of touching the process environment.
@@ -99,7 +107,10 @@ pub(super) fn apply(env: &Env, config: &mut Config, problems: &mut Vec<Problem>)
         problems.push(Problem::error(name.clone(), "value is not valid UTF-8"));
     }
     for name in env.vars.keys() {
-        if name.starts_with(PREFIX) && !ALL.contains(&name.as_str()) {
+        if name.starts_with(PREFIX)
+            && !ALL.contains(&name.as_str())
+            && !CONTAINER_ONLY.contains(&name.as_str())
+        {
             problems.push(Problem::warning(
                 name.clone(),
                 format!(

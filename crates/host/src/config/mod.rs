@@ -373,13 +373,18 @@ pub struct Loaded {
     pub source: Option<PathBuf>,
     /// Problems met while reading the file and the environment.
     pub problems: Vec<Problem>,
+    /// The config file could not be read or parsed, so `config` holds the
+    /// defaults: checking them would only report on the defaults.
+    pub file_failed: bool,
 }
 
 impl Loaded {
-    /// Loads, then checks the result: every problem in one report.
+    /// Loads, then checks the result: every problem in one report. A
+    /// malformed variable leaves its field as the file set it, so the rest
+    /// is still checked; a file that failed to parse is reported alone.
     pub fn report(&self) -> ConfigReport {
         let mut problems = self.problems.clone();
-        if !problems.iter().any(Problem::is_error) {
+        if !self.file_failed && self.config.home.is_some() {
             problems.extend(check_config(&self.config).problems);
         }
         ConfigReport::new(self.source.clone(), problems)
@@ -405,6 +410,7 @@ impl Loaded {
 /// explicitly (flag or variable) must exist.
 pub fn load(env: &Env, explicit: Option<&Path>) -> Loaded {
     let mut problems = Vec::new();
+    let mut file_failed = false;
     let named = explicit.map(|p| ("--config", p.to_path_buf())).or_else(|| {
         env.get(env::CONFIG)
             .filter(|v| !v.is_empty())
@@ -418,10 +424,12 @@ pub fn load(env: &Env, explicit: Option<&Path>) -> Loaded {
                     origin,
                     format!("config file {} does not exist", path.display()),
                 ));
+                file_failed = true;
                 (Config::default(), None)
             }
             Err(problem) => {
                 problems.push(problem);
+                file_failed = true;
                 (Config::default(), Some(path))
             }
         },
@@ -433,6 +441,7 @@ pub fn load(env: &Env, explicit: Option<&Path>) -> Loaded {
                     Ok(None) => (Config::default(), None),
                     Err(problem) => {
                         problems.push(problem);
+                        file_failed = true;
                         (Config::default(), Some(path))
                     }
                 },
@@ -452,12 +461,20 @@ pub fn load(env: &Env, explicit: Option<&Path>) -> Loaded {
         config,
         source,
         problems,
+        file_failed,
     }
 }
 
 /// Parses a config from JSON text. The problem names the field path where
 /// the text goes wrong (`runtimes[0].https_inspection`).
 pub fn parse(text: &str) -> Result<Config, Problem> {
+    // serde would also read a JSON array into the struct, by position.
+    if !text.trim_start().starts_with('{') {
+        return Err(Problem::error(
+            "",
+            "the config must be one JSON object ({ \"field\": value, ... })",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, Config>(&mut de) {
         Ok(config) => Ok(config),

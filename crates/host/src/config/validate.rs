@@ -55,6 +55,12 @@ fn check_scalars(config: &Config, out: &mut Vec<Problem>) {
     if config.findings.max_backlog == 0 {
         out.push(Problem::error("findings.max_backlog", "must be at least 1"));
     }
+    if config.findings.keep_files == 0 {
+        out.push(Problem::error(
+            "findings.keep_files",
+            "must be at least 1: with 0, every rotation would delete the findings just written",
+        ));
+    }
     if config.drain_timeout_secs > 3600 {
         out.push(Problem::error(
             "drain_timeout_secs",
@@ -277,6 +283,26 @@ fn check_paths(config: &Config, paths: &StatePaths, out: &mut Vec<Problem>) {
         if let Err(reason) = creatable_dir(root) {
             out.push(Problem::error(field, reason));
         }
+    }
+    // Relative ones were reported above.
+    for (field, dir) in [("home", &paths.home), ("log_dir", &paths.log_dir)] {
+        if dir.is_absolute()
+            && let Err(reason) = creatable_dir(dir)
+        {
+            out.push(Problem::error(field, reason));
+        }
+    }
+    let socket = paths.control_socket();
+    let len = socket.as_os_str().len();
+    if len > crate::control::MAX_SOCKET_PATH {
+        out.push(Problem::error(
+            "home",
+            format!(
+                "the control socket {} would be {len} bytes, over the {} a Unix socket path may have; choose a shorter home",
+                socket.display(),
+                crate::control::MAX_SOCKET_PATH
+            ),
+        ));
     }
 }
 
@@ -546,6 +572,8 @@ mod tests {
         let home = tmp.path().join("home");
         let ipc = tmp.path().join("data/ipc");
         fs::create_dir_all(&ipc).unwrap();
+        let file = tmp.path().join("a-file");
+        fs::write(&file, "").unwrap();
         let h = home.as_path();
 
         let table: Vec<(Config, &str, &str)> = vec![
@@ -716,6 +744,22 @@ mod tests {
                 "passthrough_hosts[0]",
                 "not a host name",
             ),
+            (
+                with(h, |c| c.findings.keep_files = 0),
+                "findings.keep_files",
+                "at least 1",
+            ),
+            (
+                with(h, |c| c.log_dir = Some(file.join("logs"))),
+                "log_dir",
+                "is not a folder",
+            ),
+            (with(&file, |_| {}), "home", "cannot be a folder"),
+            (
+                with(&tmp.path().join("h".repeat(120)), |_| {}),
+                "home",
+                "over the",
+            ),
         ];
         for (config, path, part) in &table {
             check_error(config, path, part);
@@ -735,6 +779,23 @@ mod tests {
             c.ipc.groups_root = Some(tmp.path().join("new/ipc"))
         });
         assert!(check_config(&ok).valid);
+    }
+
+    #[test]
+    fn the_config_must_be_an_object() {
+        for text in [
+            "[]",
+            r#"["detect", null, "http://0.0.0.0:1"]"#,
+            "7",
+            "\"x\"",
+        ] {
+            let problem = parse(text).unwrap_err();
+            assert!(
+                problem.reason.contains("one JSON object"),
+                "{text}: {problem}"
+            );
+        }
+        assert!(parse(" \n{}").is_ok());
     }
 
     #[test]
