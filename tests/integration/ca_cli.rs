@@ -125,3 +125,26 @@ fn a_readable_key_fails_the_config_check() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_corrupt_certificate_is_reported_unusable_not_missing() {
+    let home = GuardianHome::new();
+    assert!(home.run(&["ca", "init"]).status.success());
+    std::fs::write(home.home().join("ca/ca.pem"), "not a certificate\n").unwrap();
+    let status = home.run(&["status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(text.contains("CA:        unusable (see notes)"), "{text}");
+    assert!(
+        text.contains("CA unusable: certificate authority:"),
+        "{text}"
+    );
+    assert!(text.contains("ca init --force"), "{text}");
+    let show = home.run(&["ca", "show"]);
+    assert!(!show.status.success());
+    assert!(
+        stderr(&show).contains("not a PEM certificate"),
+        "{}",
+        stderr(&show)
+    );
+}

@@ -161,6 +161,20 @@ fn findings_table_and_bad_arguments() {
     let bad = home.run(&["findings", "--since", "last tuesday"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("RFC 3339"));
+    let bad = home.run(&["findings", "--limit", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("at least 1"), "{}", stderr(&bad));
+}
+
+#[test]
+fn an_unreadable_log_is_a_failed_operation() {
+    let home = GuardianHome::new();
+    std::fs::create_dir_all(home.home().join("logs/findings.jsonl")).unwrap();
+    for command in ["findings", "report"] {
+        let out = home.run(&[command]);
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        assert!(stderr(&out).contains("findings.jsonl"), "{}", stderr(&out));
+    }
 }
 
 #[test]

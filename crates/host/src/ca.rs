@@ -128,6 +128,26 @@ pub fn init(paths: &StatePaths, force: bool) -> Result<CaInfo, Error> {
     read_public(paths)
 }
 
+/// The CA's public facts for status: `Ok(None)` when no CA exists yet,
+/// `Err(note)` when one exists but cannot be used (unreadable, not PEM).
+pub fn status(paths: &StatePaths) -> Result<Option<crate::status::CaStatus>, String> {
+    if !paths.ca_cert().exists() {
+        return Ok(None);
+    }
+    match read_public(paths) {
+        Ok(info) => Ok(Some(crate::status::CaStatus {
+            cert_path: info.cert_path,
+            fingerprint_sha256: info.fingerprint_sha256,
+        })),
+        Err(err) => Err(format!(
+            "{CA_UNUSABLE}{err} (`traffic-guardian ca init --force` replaces it)"
+        )),
+    }
+}
+
+/// How a status note about an unusable CA begins.
+pub(crate) const CA_UNUSABLE: &str = "CA unusable: ";
+
 /// Reads the CA certificate (not the key).
 pub fn read_public(paths: &StatePaths) -> Result<CaInfo, Error> {
     let cert_path = paths.ca_cert();

@@ -150,13 +150,14 @@ impl Guardian {
             })
             .collect();
         lock.write_listeners(&listeners)?;
-        let ca = ca::read_public(&paths).ok().map(|info| CaStatus {
-            cert_path: info.cert_path,
-            fingerprint_sha256: info.fingerprint_sha256,
+        let mut notes = lock.notes.clone();
+        let ca = ca::status(&paths).unwrap_or_else(|note| {
+            notes.push(note);
+            None
         });
         let shared = Arc::new(Shared {
             runtimes: runtime_statuses(&config, &paths),
-            notes: lock.notes.clone(),
+            notes,
             pipeline: pipeline.handle().clone(),
             traffic: Mutex::new(Some(traffic)),
             stopped: std::sync::atomic::AtomicBool::new(false),
@@ -369,7 +370,7 @@ impl Shared {
 /// far as the disk tells): CA, runtimes, and finding counts read from the
 /// log. `probe` tells whether a service runs; stale run files are cleaned.
 pub fn offline_status(config: &Config, paths: &StatePaths) -> Result<Status, Error> {
-    let (running, pid, notes) = match lifecycle::probe(paths)? {
+    let (running, pid, mut notes) = match lifecycle::probe(paths)? {
         Probe::Running { pid } => (true, pid, Vec::new()),
         Probe::NotRunning { notes } => (false, None, notes),
     };
@@ -383,6 +384,10 @@ pub fn offline_status(config: &Config, paths: &StatePaths) -> Result<Status, Err
         }
     }
     counts.unreadable_lines = reader.skipped();
+    let ca = ca::status(paths).unwrap_or_else(|note| {
+        notes.push(note);
+        None
+    });
     Ok(Status {
         running,
         pid,
@@ -396,10 +401,7 @@ pub fn offline_status(config: &Config, paths: &StatePaths) -> Result<Status, Err
             Vec::new()
         },
         runtimes: runtime_statuses(config, paths),
-        ca: ca::read_public(paths).ok().map(|info| CaStatus {
-            cert_path: info.cert_path,
-            fingerprint_sha256: info.fingerprint_sha256,
-        }),
+        ca,
         findings: counts,
         findings_scope: "log".into(),
         ipc: ipc_status(config),

@@ -231,6 +231,13 @@ impl Status {
                 let _ = writeln!(w, "CA:        {}", ca.cert_path.display());
                 let _ = writeln!(w, "           SHA-256 {}", ca.fingerprint_sha256);
             }
+            None if status
+                .notes
+                .iter()
+                .any(|n| n.starts_with(crate::ca::CA_UNUSABLE)) =>
+            {
+                let _ = writeln!(w, "CA:        unusable (see notes)");
+            }
             None => {
                 let _ = writeln!(
                     w,

@@ -8,7 +8,7 @@ use traffic_guardian_core::{
     FindingQuery, Severity, ThreatType, Timestamp, format_markdown, format_table,
 };
 
-use crate::EXIT_USAGE;
+use crate::EXIT_FAILED;
 use crate::output::{load_lenient, parse_time, print, print_json};
 
 #[derive(Debug, Args)]
@@ -28,8 +28,8 @@ pub(crate) struct FindingsArgs {
     /// Only findings of this runtime (repeatable).
     #[arg(long, value_name = "NAME")]
     runtime: Vec<String>,
-    /// Show at most this many (the newest).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    /// Show at most this many (the newest), 1 or more.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = parse_limit)]
     limit: usize,
     /// Print JSON: {"matched", "skipped_lines", "findings": [...]}.
     #[arg(long)]
@@ -47,6 +47,14 @@ pub(crate) struct ReportArgs {
     /// Only this runtime (repeatable).
     #[arg(long, value_name = "NAME")]
     runtime: Vec<String>,
+}
+
+fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 fn parse_severity(text: &str) -> Result<Severity, String> {
@@ -79,7 +87,7 @@ pub(crate) fn findings(config: Option<&Path>, args: &FindingsArgs) -> ExitCode {
         Ok(report) => report,
         Err(err) => {
             eprintln!("traffic-guardian findings: {err}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EXIT_FAILED);
         }
     };
     let printed = if args.json {
@@ -122,7 +130,7 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> ExitCode {
         Ok(report) => report,
         Err(err) => {
             eprintln!("traffic-guardian report: {err}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EXIT_FAILED);
         }
     };
     let range = match (args.since, args.until) {

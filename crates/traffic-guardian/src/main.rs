@@ -57,6 +57,8 @@ enum Command {
 
 /// Exit status for a usage or input error, as clap uses for bad arguments.
 const EXIT_USAGE: u8 = 2;
+/// Exit status for an operation that could not be done (SPEC.md, CLI).
+const EXIT_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
