@@ -21,6 +21,7 @@ pub mod redact;
 pub mod report;
 pub mod rules;
 pub mod scan;
+mod target;
 pub mod timestamp;
 
 pub use dedup::{Dedup, DedupConfig};

@@ -61,6 +61,28 @@ pub fn looks_like_har(start: &[u8]) -> bool {
     rest.trim_ascii_start().starts_with(b"\"log\"")
 }
 
+/// A JSON error message with the contents of its quoted strings left out:
+/// they are the input's own values (`invalid type: string "Bearer …"`),
+/// which may be secrets, and an error is printed unredacted.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…");
+            }
+            quoted = !quoted;
+            if !quoted {
+                out.push('"');
+            }
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Scans a HAR document held in memory. `name` labels the input in findings.
 pub fn scan_har(engine: &Engine, name: &str, bytes: &[u8]) -> Result<OfflineScan, Error> {
     let invalid = |reason: String| Error::InvalidInput {
@@ -74,10 +96,11 @@ pub fn scan_har(engine: &Engine, name: &str, bytes: &[u8]) -> Result<OfflineScan
         )));
     }
     let document: HarDocument = serde_json::from_slice(bytes).map_err(|err| {
+        let reason = without_quoted_values(&err.to_string());
         if err.is_data() {
-            invalid(format!("not a HAR 1.2 file: {err}"))
+            invalid(format!("not a HAR 1.2 file: {reason}"))
         } else {
-            invalid(format!("not valid JSON: {err}"))
+            invalid(format!("not valid JSON: {reason}"))
         }
     })?;
     let mut scan = OfflineScan::default();
@@ -427,6 +450,16 @@ mod tests {
             b"{\"log\":{\"entries\":[{\"request\":{}}]}}",
             "missing field `url`",
         );
+    }
+
+    #[test]
+    fn errors_do_not_echo_the_input_s_values() {
+        let input = br#"{"log":{"entries":"Bearer sk-ant-api03-SECRETSECRETSECRET"}}"#;
+        let err = scan_har(&Engine::builtin(), "in.har", input)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid type: string \"…\""), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
     }
 
     #[test]

@@ -106,40 +106,51 @@ impl Redactor {
         let query_start = target[path_start..]
             .find(['?', '#'])
             .map_or(bytes.len(), |at| path_start + at);
-        let shifted: Vec<Range<usize>> = masks
-            .iter()
-            .filter(|m| m.end > path_start && m.start < query_start)
-            .map(|m| m.start.max(path_start) - path_start..m.end.min(query_start) - path_start)
-            .collect();
         let mut out = String::new();
-        render(
-            &bytes[path_start..query_start],
-            0..query_start - path_start,
-            &shifted,
-            &mut out,
-        );
+        render_part(bytes, path_start..query_start, masks, &mut out);
         if out.is_empty() {
             out.push('/');
         }
-        if let Some(query) = target.get(query_start..).and_then(|q| q.strip_prefix('?')) {
-            let query = query.split('#').next().unwrap_or_default();
+        if bytes.get(query_start) == Some(&b'?') {
+            let query_end = target[query_start..]
+                .find('#')
+                .map_or(bytes.len(), |at| query_start + at);
             out.push('?');
-            for (i, pair) in query.split('&').enumerate() {
-                if i > 0 {
+            let mut start = query_start + 1;
+            while start <= query_end {
+                let end = target[start..query_end]
+                    .find('&')
+                    .map_or(query_end, |at| start + at);
+                if start > query_start + 1 {
                     out.push('&');
                 }
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                render(name.as_bytes(), 0..name.len(), &[], &mut out);
-                if pair.contains('=') {
-                    out.push('=');
-                    if !value.is_empty() {
-                        out.push_str(MASK);
+                let pair = &target[start..end];
+                match pair.find('=') {
+                    Some(eq) => {
+                        render_part(bytes, start..start + eq, masks, &mut out);
+                        out.push('=');
+                        if eq + 1 < pair.len() {
+                            out.push_str(MASK);
+                        }
                     }
+                    None => render_part(bytes, start..end, masks, &mut out),
                 }
+                start = end + 1;
             }
         }
         shorten(out, MAX_SNIPPET_CHARS)
     }
+}
+
+/// Renders `bytes[part]` on its own, with the parts of `masks` that fall
+/// inside it.
+fn render_part(bytes: &[u8], part: Range<usize>, masks: &[Range<usize>], out: &mut String) {
+    let shifted: Vec<Range<usize>> = masks
+        .iter()
+        .filter(|m| m.end > part.start && m.start < part.end)
+        .map(|m| m.start.max(part.start) - part.start..m.end.min(part.end) - part.start)
+        .collect();
+    render(&bytes[part.clone()], 0..part.len(), &shifted, out);
 }
 
 /// Where the path begins in an absolute-form or origin-form target.

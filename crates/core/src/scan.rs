@@ -32,6 +32,7 @@ use crate::decode::{
 };
 use crate::engine::{Engine, RuleMatch};
 use crate::finding::{Direction, Finding, Platform, Protocol, RuleId, SchemaVersion, Severity};
+use crate::target;
 use crate::timestamp::Timestamp;
 
 /// Body bytes matched as one view.
@@ -49,6 +50,8 @@ const MAX_HEAD_FIELD_BYTES: usize = 64 * 1024;
 /// Findings one message can report individually; beyond this they are
 /// counted in the outcome's notes.
 const MAX_FINDINGS_PER_MESSAGE: usize = 512;
+/// The `location` of findings in the request target.
+const URL_LOCATION: &str = "url";
 
 /// Where a message came from and where it went: copied into its findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +198,7 @@ impl MessageScanner {
         let path = meta
             .target
             .as_deref()
-            .map(|t| engine.redactor().redact_target(t, &[]));
+            .map(|t| target::redacted_path(&engine, t));
         MessageScanner {
             pipeline: Pipeline::default(),
             body: Body {
@@ -223,21 +226,8 @@ impl MessageScanner {
     pub fn scan_target(&mut self, target: &str) {
         let c = &mut self.collector;
         let bytes = &target.as_bytes()[..target.len().min(MAX_HEAD_FIELD_BYTES)];
-        c.scratch.matches.clear();
-        c.engine.find(
-            bytes,
-            c.meta.direction,
-            &mut c.scratch.windows,
-            &mut c.scratch.matches,
-        );
-        let masks: Vec<Range<usize>> = c
-            .scratch
-            .matches
-            .iter()
-            .flat_map(|m| m.masks.iter().cloned())
-            .collect();
-        c.path = Some(c.engine.redactor().redact_target(target, &masks));
-        c.scan_text(bytes, bytes.len(), "url", "");
+        c.path = Some(target::redacted_path(&c.engine, target));
+        c.scan_text(bytes, bytes.len(), URL_LOCATION, "");
     }
 
     /// Scans one header. `Proxy-Authorization` is never scanned: it belongs
@@ -542,6 +532,14 @@ impl Collector {
             Severity::Low
         } else {
             rule.severity
+        };
+        // A URL's userinfo and other query values never show as context.
+        let url_masks;
+        let masks = if location == URL_LOCATION {
+            url_masks = [masks, &target::url_context_masks(view, &m.span)].concat();
+            &url_masks[..]
+        } else {
+            masks
         };
         let meta = &self.meta;
         self.findings.push(Finding {
