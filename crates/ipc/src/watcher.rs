@@ -228,8 +228,9 @@ pub struct Watcher {
     handler: Arc<dyn TaskHandler>,
     limiter: RateLimiter,
     quarantine: Quarantine,
-    /// When each (folder, condition) was last logged.
-    logged: HashMap<(PathBuf, &'static str), Instant>,
+    /// When each (folder, condition) was last logged, and how many of its
+    /// warnings were held back since.
+    logged: HashMap<(PathBuf, &'static str), (Instant, u64)>,
     /// Task files that could not be removed: skipped so they are not
     /// answered again and again.
     stuck: HashSet<PathBuf>,
@@ -583,7 +584,7 @@ impl Watcher {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return true,
             Err(err) => {
                 let path = mailbox.path.join(TASKS_DIR).join(&text);
-                self.log(&path, "stat", || {
+                self.log(&mailbox.path, "stat", || {
                     format!("cannot stat {}: {err}", path.display())
                 });
                 return true;
@@ -675,7 +676,7 @@ impl Watcher {
         let task_path = mailbox.path.join(TASKS_DIR).join(task_name);
         if let Err(err) = fs_safety::remove(tasks, task_name) {
             // Answering without removing would answer it again next scan.
-            self.log(&task_path, "remove", || {
+            self.log(&mailbox.path, "remove", || {
                 format!(
                     "cannot remove {}: {err}; it will be skipped",
                     task_path.display()
@@ -703,7 +704,7 @@ impl Watcher {
             }
             Err(err) => {
                 let path = mailbox.path.join(RESULTS_DIR).join(&result_name);
-                self.log(&path, "write", || {
+                self.log(&mailbox.path, "write", || {
                     format!("cannot write {}: {err}", path.display())
                 });
             }
@@ -791,21 +792,33 @@ impl Watcher {
         }
     }
 
-    /// Logs `message` as a warning, at most once a minute per folder and
-    /// condition.
-    fn log(&mut self, path: &Path, condition: &'static str, message: impl FnOnce() -> String) {
+    /// Logs `message` as a warning, at most once a minute per `folder` (a
+    /// group's folder, or a root) and condition; the next warning says how
+    /// many were held back. Keys are folders the host chose, never names a
+    /// container made up, so there are few of them.
+    fn log(&mut self, folder: &Path, condition: &'static str, message: impl FnOnce() -> String) {
         let now = Instant::now();
-        let key = (path.to_path_buf(), condition);
-        let due = self
-            .logged
-            .get(&key)
-            .is_none_or(|last| now.saturating_duration_since(*last) >= LOG_EVERY);
-        if due {
-            if self.logged.len() >= 10_000 {
-                self.logged.clear();
+        let key = (folder.to_path_buf(), condition);
+        match self.logged.get_mut(&key) {
+            Some((last, held)) if now.saturating_duration_since(*last) < LOG_EVERY => {
+                *held += 1;
             }
-            self.logged.insert(key, now);
-            tracing::warn!("{}", message());
+            Some((last, held)) => {
+                let held = std::mem::replace(held, 0);
+                *last = now;
+                match held {
+                    0 => tracing::warn!("{}", message()),
+                    n => tracing::warn!("{} ({n} more like it were not logged)", message()),
+                }
+            }
+            None => {
+                if self.logged.len() >= 10_000 {
+                    self.logged
+                        .retain(|_, (last, _)| now.saturating_duration_since(*last) < LOG_EVERY);
+                }
+                self.logged.insert(key, (now, 0));
+                tracing::warn!("{}", message());
+            }
         }
     }
 }

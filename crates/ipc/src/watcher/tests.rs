@@ -402,6 +402,35 @@ fn a_results_file_planted_as_a_symlink_is_replaced_not_followed() {
 }
 
 #[test]
+fn a_group_that_makes_every_answer_fail_is_logged_once_not_per_task() {
+    let mut fx = Fixture::with(|mut config| {
+        config.rate_limit = RateLimit {
+            burst: 100,
+            refill_every: Duration::from_millis(1),
+        };
+        config
+    });
+    let results = fx.root().join("team-a").join(RESULTS_DIR);
+    for n in 0..20 {
+        // A non-empty folder where each result goes: no rename can replace it.
+        std::fs::create_dir_all(results.join(format!("w{n}.json")).join("x")).unwrap();
+        fx.drop_task(
+            "team-a",
+            &format!("w{n}.json"),
+            &task(&format!("w{n}"), r#""type":"status""#),
+        );
+    }
+    let capture = traffic_guardian_test_support::LogCapture::new();
+    capture.run(async {
+        while fx.task_entries("team-a") > 0 {
+            fx.watcher.scan_once();
+        }
+    });
+    let text = capture.text();
+    assert_eq!(text.matches("cannot write").count(), 1, "{text}");
+}
+
+#[test]
 fn the_group_comes_from_the_folder_never_the_payload() {
     let mut fx = Fixture::new();
     for group in ["main", "team-a", "team-b"] {
