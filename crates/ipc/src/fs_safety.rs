@@ -336,11 +336,14 @@ pub(crate) fn list(dir: impl AsFd, max: usize) -> io::Result<(Vec<EntryName>, bo
     Ok((names, false))
 }
 
-/// Whether the real path of `path` lies inside the real path of `root`.
-pub(crate) fn is_within(path: &Path, root: &Path) -> io::Result<bool> {
-    let real = path.canonicalize()?;
-    let root = root.canonicalize()?;
-    Ok(real.starts_with(&root))
+/// Whether the entry `name` in `dir` is still the folder `opened` was
+/// opened from, compared by device and inode without following anything:
+/// a folder swapped for a symlink (or another folder) after it was opened
+/// is caught, and no path a container controls is ever resolved.
+pub(crate) fn still_at(dir: impl AsFd, name: &str, opened: impl AsFd) -> io::Result<bool> {
+    let now = lstat_at(dir, name)?;
+    let held = rustix::fs::fstat(opened)?;
+    Ok(Kind::of(&now) == Kind::Directory && now.st_dev == held.st_dev && now.st_ino == held.st_ino)
 }
 
 #[cfg(test)]
@@ -513,13 +516,20 @@ mod tests {
     }
 
     #[test]
-    fn containment_compares_real_paths() {
+    fn a_folder_swapped_after_it_was_opened_is_caught_without_following_it() {
         let t = tmp();
         let outside = tmp();
-        std::fs::create_dir(t.path().join("inside")).unwrap();
-        symlink(outside.path(), t.path().join("escape")).unwrap();
-        assert!(is_within(&t.path().join("inside"), t.path()).unwrap());
-        assert!(!is_within(&t.path().join("escape"), t.path()).unwrap());
-        assert!(!is_within(&t.path().join("inside/../.."), t.path()).unwrap());
+        let root = open_dir(t.path()).unwrap();
+        std::fs::create_dir(t.path().join("tasks")).unwrap();
+        let tasks = open_subdir(&root, "tasks").unwrap();
+        assert!(still_at(&root, "tasks", &tasks).unwrap());
+        // Swapped for a symlink to a folder outside.
+        std::fs::rename(t.path().join("tasks"), t.path().join("old")).unwrap();
+        symlink(outside.path(), t.path().join("tasks")).unwrap();
+        assert!(!still_at(&root, "tasks", &tasks).unwrap());
+        // Swapped for another folder.
+        std::fs::remove_file(t.path().join("tasks")).unwrap();
+        std::fs::create_dir(t.path().join("tasks")).unwrap();
+        assert!(!still_at(&root, "tasks", &tasks).unwrap());
     }
 }

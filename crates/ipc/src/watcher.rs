@@ -474,17 +474,17 @@ impl Watcher {
         let Some(results) = self.open_ipc_dir(mailbox, RESULTS_DIR, true, report) else {
             return;
         };
-        // The descriptor walk cannot leave the group folder; check the real
-        // paths as well, so that a folder swapped under us is caught and
-        // logged rather than silently used.
-        for name in [TASKS_DIR, RESULTS_DIR] {
-            let path = mailbox.path.join(name);
-            if !fs_safety::is_within(&path, &mailbox.path).unwrap_or(false) {
+        // The descriptor walk cannot leave the group folder; a folder
+        // swapped after it was opened is caught too (and logged) rather than
+        // silently used, by comparing inodes, never by resolving a path.
+        for (name, opened) in [(TASKS_DIR, &tasks), (RESULTS_DIR, &results)] {
+            if !fs_safety::still_at(&mailbox.dir, name, opened).unwrap_or(false) {
                 report.refused += 1;
+                let path = mailbox.path.join(name);
                 let group = mailbox.group.clone();
-                self.log(&path, "escape", || {
+                self.log(&path, "swapped", || {
                     format!(
-                        "refused {} of group {group}: its real path leaves the group folder",
+                        "refused {} of group {group}: it was replaced while being opened",
                         path.display()
                     )
                 });
