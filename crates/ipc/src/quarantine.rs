@@ -6,12 +6,15 @@
 //! a `renameat` of the directory entry: nothing is opened or read, so FIFOs,
 //! devices and huge files cost nothing. When the entry cannot be moved (the
 //! quarantine is on another filesystem) or the group already has
-//! `max_per_group` entries there, it is deleted instead; a directory that
-//! can be neither moved nor removed is left and skipped from then on.
+//! `max_per_group` entries there, it is deleted instead. Directories are
+//! never moved into the host's folder (a container holding a descriptor
+//! inside one could keep filling it there): an empty one is removed, any
+//! other is left and skipped from then on.
 
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::AtFlags;
@@ -63,6 +66,16 @@ impl Quarantine {
             Ok(source) => source,
             Err(err) => return Outcome::Left(err.to_string()),
         };
+        let is_dir = |dir: BorrowedFd<'_>, name: &CStr| {
+            rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|stat| fs_safety::Kind::of(&stat) == fs_safety::Kind::Directory)
+        };
+        if is_dir(from, source.as_c_str()) {
+            return match rustix::fs::unlinkat(from, source.as_c_str(), AtFlags::REMOVEDIR) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Outcome::Removed("it is a folder"),
+                Err(err) => Outcome::Left(format!("it is a folder that cannot be removed: {err}")),
+            };
+        }
         let full = match self.group_dir(group) {
             Ok((dir, count)) => {
                 if count < self.max_per_group {
@@ -73,6 +86,22 @@ impl Quarantine {
                         sanitise(name)
                     );
                     match rustix::fs::renameat(from, source.as_c_str(), &dir, target.as_str()) {
+                        // Swapped for a folder between the check and the
+                        // move: put it back where it came from.
+                        Ok(()) if is_dir(dir.as_fd(), &cstr(&target)) => {
+                            return match rustix::fs::renameat(
+                                &dir,
+                                target.as_str(),
+                                from,
+                                source.as_c_str(),
+                            ) {
+                                Ok(()) => Outcome::Left("it turned into a folder".into()),
+                                Err(err) => Outcome::Left(format!(
+                                    "it turned into a folder, moved to {} and not back: {err}",
+                                    self.dir.join(group.as_str()).join(&target).display()
+                                )),
+                            };
+                        }
                         Ok(()) => {
                             *self.counts.entry(group.clone()).or_insert(0) += 1;
                             return Outcome::Moved(self.dir.join(group.as_str()).join(target));
@@ -108,6 +137,11 @@ impl Quarantine {
         };
         Ok((dir, count))
     }
+}
+
+/// `text` (made of safe characters only) as a C string.
+fn cstr(text: &str) -> CString {
+    CString::new(text).unwrap_or_default()
 }
 
 /// The entry name reduced to at most 64 characters of `[A-Za-z0-9._-]`,

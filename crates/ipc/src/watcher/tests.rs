@@ -298,6 +298,7 @@ fn unanswerable_entries_are_quarantined_without_being_opened() {
     // Valid names, wrong kinds of file.
     symlink(&outside, tasks.join("link.json")).unwrap();
     std::fs::create_dir(tasks.join("dir.json")).unwrap();
+    std::fs::create_dir_all(tasks.join("full.json/inside")).unwrap();
     let status = std::process::Command::new("mkfifo")
         .arg(tasks.join("fifo.json"))
         .status()
@@ -309,19 +310,23 @@ fn unanswerable_entries_are_quarantined_without_being_opened() {
     std::fs::hard_link(&other, tasks.join("hard.json")).unwrap();
 
     let report = fx.watcher.scan_once();
-    assert_eq!(report.quarantined, 7, "{report:?}");
+    assert_eq!(report.quarantined, 8, "{report:?}");
     assert_eq!(report.answered + report.rejected, 0, "{report:?}");
-    assert_eq!(fx.task_entries("team-a"), 0);
+    // Folders are never moved into the host's quarantine: the empty one is
+    // removed, the other left in place (and skipped from then on).
+    let left: Vec<_> = std::fs::read_dir(&tasks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["full.json"]);
     let moved = fx.quarantined("team-a");
-    assert_eq!(moved.len(), 7, "{moved:?}");
-    for name in [
-        "bad_id.json",
-        "notes.txt",
-        "xxxx",
-        "link.json",
-        "dir.json",
-        "fifo.json",
-    ] {
+    assert_eq!(moved.len(), 6, "{moved:?}");
+    assert!(
+        !moved
+            .iter()
+            .any(|m| m.contains("dir.json") || m.contains("full.json"))
+    );
+    for name in ["bad_id.json", "notes.txt", "xxxx", "link.json", "fifo.json"] {
         assert!(
             moved.iter().any(|m| m.contains(&format!("-{name}"))),
             "{name} not in {moved:?}"
@@ -329,9 +334,11 @@ fn unanswerable_entries_are_quarantined_without_being_opened() {
     }
     // The symlink was moved, not followed; its target is intact.
     assert_eq!(std::fs::read(&outside).unwrap(), b"do not read");
-    for id in ["link", "dir", "fifo", "hard"] {
+    for id in ["link", "dir", "full", "fifo", "hard"] {
         assert!(fx.result("team-a", id).is_none(), "{id} was answered");
     }
+    let again = fx.watcher.scan_once();
+    assert_eq!(again.quarantined, 0, "{again:?}");
     // The quarantine is outside every group folder.
     assert!(!fx.tmp.path().join("state").starts_with(fx.root()));
 }
