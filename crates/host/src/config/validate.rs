@@ -433,27 +433,29 @@ pub fn valid_name(name: &str) -> bool {
 /// Parses a listen URL: `http://IP:PORT` (or `http://localhost:PORT`),
 /// with an optional trailing `/`. Port 0 picks a free port.
 pub fn parse_listen_url(url: &str) -> Result<SocketAddr, String> {
+    let shown = without_userinfo(url);
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(format!(
-            "{url:?} must be an http:// URL such as http://127.0.0.1:10280 (clients speak plain HTTP to the proxy, also for HTTPS)"
+            "{shown:?} must be an http:// URL such as http://127.0.0.1:10280 (clients speak plain HTTP to the proxy, also for HTTPS)"
         ));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '@', '?', '#']) {
         return Err(format!(
-            "{url:?} must be just http://HOST:PORT, without user, path or query"
+            "{shown:?} must be just http://HOST:PORT, without user, path or query"
         ));
     }
-    let (host, port) = split_host_port(authority)
-        .ok_or_else(|| format!("{url:?} needs an explicit port, such as http://127.0.0.1:10280"))?;
+    let (host, port) = split_host_port(authority).ok_or_else(|| {
+        format!("{shown:?} needs an explicit port, such as http://127.0.0.1:10280")
+    })?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("{url:?}: port {port:?} is not a number in 0..=65535"))?;
+        .map_err(|_| format!("{shown:?}: port {port:?} is not a number in 0..=65535"))?;
     let ip = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
         host.parse::<IpAddr>().map_err(|_| {
-            format!("{url:?}: listen on an IP address (such as 127.0.0.1 or 0.0.0.0), not the name {host:?}")
+            format!("{shown:?}: listen on an IP address (such as 127.0.0.1 or 0.0.0.0), not the name {host:?}")
         })?
     };
     Ok(SocketAddr::new(ip, port))
@@ -462,13 +464,14 @@ pub fn parse_listen_url(url: &str) -> Result<SocketAddr, String> {
 /// Parses an upstream proxy URL: `http://HOST:PORT`, no credentials.
 /// Returns `host:port`.
 pub fn parse_upstream_url(url: &str) -> Result<String, String> {
+    let shown = without_userinfo(url);
     let Some(rest) = url.strip_prefix("http://") else {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         return Err(if scheme.is_empty() {
-            format!("{url:?} must be an http:// URL such as http://127.0.0.1:10255")
+            format!("{shown:?} must be an http:// URL such as http://127.0.0.1:10255")
         } else {
             format!(
-                "{url:?}: only http:// upstream proxies are supported, not {scheme}:// (the guardian speaks plain HTTP CONNECT to its upstream)"
+                "{shown:?}: only http:// upstream proxies are supported, not {scheme}:// (the guardian speaks plain HTTP CONNECT to its upstream)"
             )
         });
     };
@@ -479,13 +482,26 @@ pub fn parse_upstream_url(url: &str) -> Result<String, String> {
         );
     }
     if authority.contains(['/', '?', '#']) {
-        return Err(format!("{url:?} must be just http://HOST:PORT"));
+        return Err(format!("{shown:?} must be just http://HOST:PORT"));
     }
-    let (host, port) = split_host_port(authority)
-        .ok_or_else(|| format!("{url:?} needs an explicit port, such as http://127.0.0.1:10255"))?;
+    let (host, port) = split_host_port(authority).ok_or_else(|| {
+        format!("{shown:?} needs an explicit port, such as http://127.0.0.1:10255")
+    })?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 && !host.is_empty() => Ok(authority.to_owned()),
-        _ => Err(format!("{url:?}: {port:?} is not a port in 1..=65535")),
+        _ => Err(format!("{shown:?}: {port:?} is not a port in 1..=65535")),
+    }
+}
+
+/// `url` as an error message may show it: a `user:password@` part, which
+/// may hold a credential, becomes `***@`.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -779,6 +795,26 @@ mod tests {
             c.ipc.groups_root = Some(tmp.path().join("new/ipc"))
         });
         assert!(check_config(&ok).valid);
+    }
+
+    #[test]
+    fn url_errors_never_show_credentials() {
+        for url in [
+            "socks5://user:hunter2@127.0.0.1:1080",
+            "https://user:hunter2@127.0.0.1:1",
+            "hunter2@127.0.0.1",
+        ] {
+            let listen = parse_listen_url(url).unwrap_err();
+            let upstream = parse_upstream_url(url).unwrap_err();
+            for err in [listen, upstream] {
+                assert!(!err.contains("hunter2"), "{url}: {err}");
+            }
+        }
+        assert!(
+            parse_upstream_url("socks5://u:p@h:1")
+                .unwrap_err()
+                .contains("socks5://***@h:1")
+        );
     }
 
     #[test]
