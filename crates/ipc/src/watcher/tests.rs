@@ -114,6 +114,17 @@ impl Fixture {
         Fixture { tmp, watcher }
     }
 
+    /// A fixture whose rate limit never gets in the way.
+    fn unlimited() -> Fixture {
+        Fixture::with(|mut config| {
+            config.rate_limit = RateLimit {
+                burst: 100,
+                refill_every: Duration::from_millis(1),
+            };
+            config
+        })
+    }
+
     fn root(&self) -> PathBuf {
         self.tmp.path().join("data/ipc")
     }
@@ -192,13 +203,7 @@ fn answers_every_task_type_and_removes_the_tasks() {
 
 #[test]
 fn malformed_tasks_get_error_results() {
-    let mut fx = Fixture::with(|mut config| {
-        config.rate_limit = RateLimit {
-            burst: 100,
-            refill_every: Duration::from_millis(1),
-        };
-        config
-    });
+    let mut fx = Fixture::unlimited();
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
         ("json", b"{not json".to_vec(), ErrorCode::BadRequest),
         ("empty", Vec::new(), ErrorCode::BadRequest),
@@ -410,13 +415,7 @@ fn a_results_file_planted_as_a_symlink_is_replaced_not_followed() {
 
 #[test]
 fn a_group_that_makes_every_answer_fail_is_logged_once_not_per_task() {
-    let mut fx = Fixture::with(|mut config| {
-        config.rate_limit = RateLimit {
-            burst: 100,
-            refill_every: Duration::from_millis(1),
-        };
-        config
-    });
+    let mut fx = Fixture::unlimited();
     let results = fx.root().join("team-a").join(RESULTS_DIR);
     for n in 0..20 {
         // A non-empty folder where each result goes: no rename can replace it.
