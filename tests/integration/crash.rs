@@ -11,13 +11,15 @@ use std::collections::HashSet;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use traffic_guardian_core::Finding;
 use traffic_guardian_test_support::{Reply, UpstreamServer};
 use traffic_guardian_tests::load::{Load, ProxyConnection, Request};
-use traffic_guardian_tests::{GuardianHome, canary_key, stderr, stdout, wait_unlocked};
+use traffic_guardian_tests::{
+    GuardianHome, canary_key, stderr, stdout, wait_on_dir, wait_unlocked,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The upstream's answer: an inbound finding per response.
@@ -28,19 +30,6 @@ const BEFORE_KILL: usize = 400;
 const THREADS: usize = 4;
 /// Requests sent after the restart.
 const AFTER_RESTART: usize = 5;
-
-/// Polls `check` every few milliseconds until it gives a value, failing
-/// the test after `WAIT`.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// One line of the log: its file, its bytes (without the newline), and
 /// whether a newline ended it.
@@ -155,7 +144,7 @@ async fn crash_under_load_then_restart(rotate_bytes: Option<u64>) {
 
     // Steady traffic, every request an outbound and an inbound finding.
     let load = Load::start(proxy, &request("/upload"), THREADS);
-    poll("findings under load", || {
+    wait_on_dir(&log_dir, "findings under load", WAIT, || {
         (complete_lines(&log_dir).len() >= BEFORE_KILL).then_some(())
     });
     if rotate_bytes.is_some() {
@@ -167,10 +156,15 @@ async fn crash_under_load_then_restart(rotate_bytes: Option<u64>) {
     let counted = status(&home);
     assert_eq!(counted["findings_dropped"], 0, "{counted:#}");
     let counted = counted["findings"]["total"].as_u64().unwrap();
-    let seen_before_kill = poll("the log to hold every counted finding", || {
-        let lines = complete_lines(&log_dir);
-        (lines.len() as u64 >= counted).then_some(lines)
-    });
+    let seen_before_kill = wait_on_dir(
+        &log_dir,
+        "the log to hold every counted finding",
+        WAIT,
+        || {
+            let lines = complete_lines(&log_dir);
+            (lines.len() as u64 >= counted).then_some(lines)
+        },
+    );
     assert_eq!(load.failed(), 0, "a request failed before the kill");
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])

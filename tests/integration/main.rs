@@ -4,6 +4,7 @@
 
 mod ca_cli;
 mod config_cli;
+#[cfg(target_os = "linux")]
 mod crash;
 mod findings_cli;
 mod https_inspection;

@@ -300,10 +300,88 @@ pub fn wait_unlocked(path: &Path, timeout: std::time::Duration) -> bool {
     rx.recv_timeout(timeout).unwrap_or(false)
 }
 
+/// Returns what `check` gives once it gives something, checking again each
+/// time a file in `dir` (which must exist) is created, written, closed or
+/// renamed into it, by another process too. Fails the test after
+/// `timeout`, naming `what`. Waits on inotify events: no polling interval.
+#[cfg(target_os = "linux")]
+pub fn wait_on_dir<T>(
+    dir: &Path,
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+
+    let deadline = std::time::Instant::now() + timeout;
+    let events = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).unwrap();
+    inotify::add_watch(
+        &events,
+        dir,
+        WatchFlags::CREATE | WatchFlags::MODIFY | WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO,
+    )
+    .unwrap();
+    loop {
+        // Checked after the watch is in place, so no change is missed.
+        if let Some(value) = check() {
+            return value;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let left = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: left.subsec_nanos().into(),
+        };
+        let mut fds = [PollFd::new(&events, PollFlags::IN)];
+        rustix::event::poll(&mut fds, Some(&left)).unwrap();
+        // Drain what arrived; which file changed does not matter.
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&events, &mut buf);
+        while reader.next().is_ok() {}
+    }
+}
+
 /// A canary secret the rules flag as `ai_api_key`.
 pub fn canary_key() -> String {
     format!(
         "sk-ant-api03-{}",
         "Cq9Wv3Nz7Lk2Hx5Rt8Yb4Md6Pf1Gs0Jc3Qe5Tu7Io9AaZzYyXx2468"
     )
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_on_dir_wakes_on_a_write_by_another_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("log");
+        std::fs::write(&file, b"").unwrap();
+        let started = std::time::Instant::now();
+        let writer = {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+                std::io::Write::write_all(&mut f, b"done\n").unwrap();
+            })
+        };
+        let got = wait_on_dir(
+            dir.path(),
+            "the line",
+            std::time::Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(&file).unwrap();
+                text.contains("done").then_some(text)
+            },
+        );
+        writer.join().unwrap();
+        assert_eq!(got, "done\n");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

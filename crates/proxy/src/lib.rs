@@ -170,6 +170,13 @@ impl RunningProxy {
         self.stats.snapshot()
     }
 
+    /// Returns once no client connection is open (at once if none is), for
+    /// a caller that wants quiet counters. Connections keep being accepted:
+    /// it may return and a new one open right after.
+    pub async fn wait_idle(&self) {
+        self.state.conns.wait_idle().await;
+    }
+
     /// Stops the proxy. Graceful: drain in-flight flows for up to
     /// `limits.drain_timeout`; otherwise cut them at once. Either way it
     /// returns after every pending finding reached the sink.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use traffic_guardian_core::Finding;
@@ -163,11 +163,12 @@ impl Guardian {
     /// Waits until no client connection is open any more (the baseline of
     /// every test) and returns the counters then.
     pub(crate) async fn settled(&self) -> ProxyStats {
-        wait_until("every client connection to close", || {
-            let stats = self.proxy.stats();
-            (stats.connections_open == 0).then_some(stats)
-        })
-        .await
+        tokio::time::timeout(PATIENCE, self.proxy.wait_idle())
+            .await
+            .expect("every client connection to close");
+        let stats = self.proxy.stats();
+        assert_eq!(stats.connections_open, 0, "{stats:?}");
+        stats
     }
 
     /// The guardian still serves: a new request through it to a new
@@ -205,18 +206,5 @@ impl Guardian {
             .await;
         assert_eq!(self.panics.count(), 0, "a task panicked");
         stats
-    }
-}
-
-/// Polls `check` until it returns something, or fails the test after
-/// [`PATIENCE`]. For conditions nothing announces (counters).
-pub(crate) async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
