@@ -221,21 +221,33 @@ impl Home {
         let started = Instant::now();
         let timeout = STOP_TIMEOUT.as_secs().to_string();
         self.run(&["stop", "--timeout", &timeout], &[])?;
-        loop {
-            if let Some(status) = guardian
-                .child
-                .try_wait()
-                .context("waiting for the guardian")?
-            {
-                guardian.stopped = Some(status);
-                return Ok((started.elapsed(), status));
+        // Wait for the exit itself on a helper thread; past the timeout,
+        // kill the process, which ends that wait too.
+        let pid = guardian.pid().to_string();
+        let child = &mut guardian.child;
+        let (exited, timed_out) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            match rx.recv_timeout(STOP_TIMEOUT.saturating_sub(started.elapsed())) {
+                Ok(exited) => (exited, false),
+                Err(_) => {
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                    (
+                        rx.recv()
+                            .unwrap_or_else(|_| Err(std::io::ErrorKind::Other.into())),
+                        true,
+                    )
+                }
             }
-            if started.elapsed() > STOP_TIMEOUT {
-                guardian.kill();
-                bail!("the guardian did not exit within {STOP_TIMEOUT:?} of stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        let status = exited.context("waiting for the guardian")?;
+        guardian.stopped = Some(status);
+        if timed_out {
+            bail!("the guardian did not exit within {STOP_TIMEOUT:?} of stop");
         }
+        Ok((started.elapsed(), status))
     }
 }
 

@@ -45,6 +45,9 @@ use rng::Rng;
 
 /// Seconds when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
+/// How long the guardian may take to see every client connection close
+/// once the load ends.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client connections open at once when `--connections` is not given.
 const DEFAULT_CONNECTIONS: usize = 24;
 /// Out of a hundred sessions, how many use a fresh connection.
@@ -272,17 +275,31 @@ async fn soak(options: &Options, bin: std::path::PathBuf, root: &Path) -> Result
     let fds = sample::trend(&samples, warm.min(half), |s| s.fds as f64);
     let peak_rss_kib = procfs::memory(pid).map(|m| m.peak_kib);
 
-    // Let the guardian see every client connection close before the idle
-    // reading and the status.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = sample::read(pid, started.elapsed().as_secs_f64());
     // A guardian that died or hangs is a finding of the soak, not a reason
     // to skip the account of what it wrote.
     let mut problems = Vec::new();
-    let status = home.status().unwrap_or_else(|err| {
-        problems.push(format!("status failed: {err:#}"));
-        serde_json::Value::Null
-    });
+    // The idle reading waits until the guardian has seen every client
+    // connection close. Each status call is a run of the CLI, which paces
+    // the asking.
+    let quiet_by = Instant::now() + QUIET_TIMEOUT;
+    let status = loop {
+        match home.status() {
+            Ok(status) if status["traffic"]["connections_open"] == 0 => break status,
+            Ok(status) if Instant::now() >= quiet_by => {
+                problems.push(format!(
+                    "client connections still open {QUIET_TIMEOUT:?} after the load ended: {}",
+                    status["traffic"]["connections_open"]
+                ));
+                break status;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                problems.push(format!("status failed: {err:#}"));
+                break serde_json::Value::Null;
+            }
+        }
+    };
+    let after = sample::read(pid, started.elapsed().as_secs_f64());
     let (stop_took, exit_ok) = match home.stop(&mut guardian) {
         Ok((took, exit)) => (took, exit.success()),
         Err(err) => {
