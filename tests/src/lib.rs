@@ -49,31 +49,13 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
         .and_then(|n| n.to_str())
         .unwrap_or("debug");
     // Build every binary with the same feature set `cargo test --workspace`
-    // resolves, and without the variables cargo sets for this test process
-    // (build scripts watch some of them): otherwise the nested build and the
-    // next `cargo test` would keep invalidating each other's artifacts.
-    let mut build = Command::new(env!("CARGO"));
+    // resolves, in a cargo that does not invalidate this test run's
+    // artifacts.
+    let mut build = traffic_guardian_test_support::nested_cargo();
     build
         .args(["build", "-q", "--workspace", "--bins", "--tests"])
         .env("CARGO_TARGET_DIR", target_dir())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_this_process = name.starts_with("CARGO_PKG_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "OUT_DIR"
-            );
-        if set_for_this_process {
-            build.env_remove(&*name);
-        }
-    }
     if profile == "release" {
         build.arg("--release");
     }

@@ -84,27 +84,8 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A nested `cargo` without the variables `cargo run` set for this
-/// process. Build scripts watch some of them (ring watches
-/// `CARGO_MANIFEST_DIR`): passed on, they would make the nested build and
-/// the next plain `cargo build` rebuild each other's artifacts.
+/// A nested `cargo` that does not invalidate the artifacts of the build
+/// that ran xtask.
 pub(crate) fn cargo_command() -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_this_process = name.starts_with("CARGO_PKG_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-            );
-        if set_for_this_process {
-            command.env_remove(&*name);
-        }
-    }
-    command
+    traffic_guardian_test_support::nested_cargo()
 }

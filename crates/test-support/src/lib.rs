@@ -3,7 +3,8 @@
 //! chaining proxy that records the `Proxy-Authorization` it saw, a `curl`
 //! runner, a per-test log capture, a per-thread panic count, clients that
 //! reach an origin directly or through the guardian, and `/proc` readings of
-//! a process. The benchmarks and `cargo xtask soak` use them too.
+//! a process, and a nested `cargo` that leaves the outer build's artifacts
+//! alone. The benchmarks and `cargo xtask` use them too.
 //!
 //! Fixture failures panic: they are test set-up, not product code.
 
@@ -11,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ca;
+mod cargo;
 mod chain;
 pub mod client;
 mod curl;
@@ -21,6 +23,7 @@ pub mod procfs;
 mod upstream;
 
 pub use ca::TestCa;
+pub use cargo::nested_cargo;
 pub use chain::ChainProxy;
 pub use curl::{Curl, CurlOutput, finish as finish_curl};
 pub use finding::sample_finding;
